@@ -1,0 +1,173 @@
+"""The joint CTC/attention training loop shared by teachers and students.
+
+``ASRBrain`` is a SpeechBrain ``Brain``: ``compute_forward`` runs features,
+normalisation, encoder, CTC head and teacher-forced decoder (plus a search on
+valid/test); ``compute_objectives`` returns the supervised loss
+``ctc_weight * CTC + (1 - ctc_weight) * NLL``. The distillation stage subclasses
+it and overrides ``combine_losses`` only.
+
+Hyperparameters it reads: ``model``, ``normalize``, ``compute_features``,
+``log_softmax``, ``ctc_cost``, ``seq_cost``, ``ctc_weight``, ``speed_perturb`` and
+``wav_augment``, ``valid_beam_size``, ``test_beam_size``, ``bos_index``,
+``eos_index``, ``blank_index``, ``lr_annealing``, ``epoch_counter``,
+``train_logger``, ``per_stats``, ``test_per_file``.
+"""
+
+import collections
+import logging
+import os
+
+import speechbrain as sb
+from speechbrain.decoders.ctc import ctc_greedy_decode
+from speechbrain.utils.distributed import if_main_process
+
+logger = logging.getLogger(__name__)
+
+Predictions = collections.namedtuple(
+    "Predictions", ["p_ctc", "p_seq", "wav_lens", "hyps"]
+)
+
+
+class ASRBrain(sb.Brain):
+    """Training, validation and test of one joint CTC/attention recogniser."""
+
+    def on_fit_start(self):
+        """Builds the searchers once the modules are on their device."""
+        super().on_fit_start()
+        self._make_searchers()
+
+    def _make_searchers(self):
+        model = unwrap(self.modules.model)
+        ids = dict(bos_index=self.hparams.bos_index, eos_index=self.hparams.eos_index)
+        beam_options = dict(self.hparams.beam_options)
+        self.searchers = {
+            sb.Stage.VALID: model.searcher(
+                beam_size=self.hparams.valid_beam_size, **ids, **beam_options
+            ),
+            sb.Stage.TEST: model.searcher(
+                beam_size=self.hparams.test_beam_size, **ids, **beam_options
+            ),
+        }
+
+    def compute_forward(self, batch, stage):
+        """Log-probabilities of both heads, and hypotheses on valid/test."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        tokens_bos, _ = batch.phn_encoded_bos
+        if stage == sb.Stage.TRAIN and self.hparams.speed_perturb:
+            # Speed perturbation resamples the whole padded batch, so relative
+            # lengths and labels stay as they are.
+            wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
+        feats = self.hparams.compute_features(wavs)
+        epoch = self.hparams.epoch_counter.current
+        feats = self.modules.normalize(feats, wav_lens, epoch=epoch)
+        encoded, ctc_logits, seq_logits = self.modules.model(
+            feats, wav_lens, tokens_bos
+        )
+        p_ctc = self.hparams.log_softmax(ctc_logits)
+        p_seq = self.hparams.log_softmax(seq_logits)
+        hyps = None
+        if stage != sb.Stage.TRAIN:
+            if not hasattr(self, "searchers"):
+                self._make_searchers()
+            hyps, _, _, _ = self.searchers[stage](encoded, wav_lens)
+        return Predictions(p_ctc, p_seq, wav_lens, hyps)
+
+    def supervised_losses(self, predictions, batch):
+        """CTC and attention (NLL) losses against the reference phones."""
+        phns, phn_lens = batch.phn_encoded
+        phns_eos, phn_lens_eos = batch.phn_encoded_eos
+        loss_ctc = self.hparams.ctc_cost(
+            predictions.p_ctc, phns, predictions.wav_lens, phn_lens
+        )
+        loss_seq = self.hparams.seq_cost(predictions.p_seq, phns_eos, phn_lens_eos)
+        return loss_ctc, loss_seq
+
+    def combine_losses(self, loss_ctc, loss_seq, predictions, batch, stage):
+        """The training objective; the distillation stage overrides this."""
+        weight = self.hparams.ctc_weight
+        return weight * loss_ctc + (1 - weight) * loss_seq
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The loss, and the error-rate bookkeeping on valid/test."""
+        loss_ctc, loss_seq = self.supervised_losses(predictions, batch)
+        loss = self.combine_losses(loss_ctc, loss_seq, predictions, batch, stage)
+        self.log_loss_part("ctc_loss", loss_ctc)
+        self.log_loss_part("seq_loss", loss_seq)
+        if stage != sb.Stage.TRAIN:
+            phns, phn_lens = batch.phn_encoded
+            decode = self.label_encoder.decode_ndim
+            self.per_metrics.append(
+                batch.id, predictions.hyps, phns, None, phn_lens, decode
+            )
+            ctc_hyps = ctc_greedy_decode(
+                predictions.p_ctc, predictions.wav_lens, self.hparams.blank_index
+            )
+            self.ctc_per_metrics.append(
+                batch.id, ctc_hyps, phns, None, phn_lens, decode
+            )
+        return loss
+
+    def log_loss_part(self, name, value):
+        """Accumulates one named part of the loss for this stage's averages."""
+        total, count = self.loss_parts.get(name, (0.0, 0))
+        self.loss_parts[name] = (total + float(value.detach()), count + 1)
+
+    def loss_part_averages(self):
+        """{name: average over this stage's batches} of the logged parts."""
+        return {
+            k: total / max(count, 1) for k, (total, count) in self.loss_parts.items()
+        }
+
+    def on_stage_start(self, stage, epoch=None):
+        self.loss_parts = {}
+        if stage != sb.Stage.TRAIN:
+            self.per_metrics = self.hparams.per_stats()
+            self.ctc_per_metrics = self.hparams.per_stats()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """NewBob and checkpoints on valid; the PER report on test."""
+        stats = {"loss": stage_loss, **self.loss_part_averages()}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["PER"] = self.per_metrics.summarize("error_rate")
+        stats["CTC_PER"] = self.ctc_per_metrics.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            # Which valid figure selects checkpoints and drives the annealing:
+            # `PER` (the attention search, as the paper) or `CTC_PER`.
+            selection = stats[self.hparams.selection_metric]
+            old_lr, new_lr = self.hparams.lr_annealing(selection)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"selection": selection, "PER": stats["PER"], "epoch": epoch},
+                min_keys=["selection"],
+            )
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+            if if_main_process():
+                write_per_report(self.hparams.test_per_file, stats, self.per_metrics)
+
+
+def write_per_report(path, stats, per_metrics):
+    """The test PER report: a summary line, then SpeechBrain's full statistics."""
+    tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as w:
+        w.write(f"PER: {stats['PER']:.2f}  CTC_PER: {stats['CTC_PER']:.2f}\n\n")
+        per_metrics.write_stats(w)
+    os.replace(tmp, path)
+    logger.info("PER report written to %s", path)
+
+
+def unwrap(module):
+    """The module itself, whether or not DDP wraps it."""
+    return getattr(module, "module", module)

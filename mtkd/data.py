@@ -1,0 +1,147 @@
+"""Data pipeline shared by the three stages: manifests -> datasets -> batches."""
+
+import os
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.dataio.sampler import DynamicBatchSampler
+
+from timit_prepare import PHONE_SETS
+
+SPLITS = ("train", "valid", "test")
+SORTINGS = ("ascending", "descending", "random")
+# What the supervised losses need; stages add their own keys to these.
+BASE_OUTPUT_KEYS = ["id", "sig", "phn_encoded", "phn_encoded_eos", "phn_encoded_bos"]
+
+
+def load_datasets(hparams):
+    """Reads the three JSON manifests; sorts train as ``hparams["sorting"]`` says.
+
+    Valid and test are always sorted by duration (less padding, same result).
+    Returns ``{"train": ..., "valid": ..., "test": ...}`` of DynamicItemDataset.
+    """
+    sorting = hparams["sorting"]
+    if sorting not in SORTINGS:
+        raise ValueError(f"sorting must be one of {SORTINGS}, got {sorting!r}")
+    datasets = {}
+    for split in SPLITS:
+        data = sb.dataio.dataset.DynamicItemDataset.from_json(
+            json_path=hparams[f"{split}_annotation"],
+            replacements={"data_root": hparams["data_folder"]},
+        )
+        if split != "train" or sorting == "ascending":
+            data = data.filtered_sorted(sort_key="duration")
+        elif sorting == "descending":
+            data = data.filtered_sorted(sort_key="duration", reverse=True)
+        datasets[split] = data
+    if sorting != "random":
+        # A sorted dataset must not be shuffled again by the loader.
+        hparams["train_dataloader_opts"]["shuffle"] = False
+    else:
+        hparams["train_dataloader_opts"]["shuffle"] = True
+    return datasets
+
+
+def build_label_encoder(hparams, path=None):
+    """The label encoder of the recipe: blank/bos/eos, then the phone set sorted.
+
+    Built from the phone inventory of ``phn_set``, not from the training data,
+    so every run on every corpus (the mini corpus too, where a rare phone may be
+    missing) gets the same labels in the same order. Saved to (or, when
+    resuming, checked against) ``<save_folder>/label_encoder.txt``.
+    """
+    path = path or os.path.join(hparams["save_folder"], "label_encoder.txt")
+    label_encoder = CTCTextEncoder()
+    label_encoder.insert_bos_eos(
+        bos_label="<bos>",
+        eos_label="<eos>",
+        bos_index=hparams["bos_index"],
+        eos_index=hparams["eos_index"],
+    )
+    label_encoder.insert_blank(blank_label="<blank>", index=hparams["blank_index"])
+    label_encoder.update_from_iterable(
+        [PHONE_SETS[hparams["phn_set"]]], sequence_input=True
+    )
+    check_label_count(label_encoder, hparams["output_neurons"], path)
+    if os.path.exists(path):
+        saved = CTCTextEncoder()
+        saved.load(path)
+        if saved.lab2ind != label_encoder.lab2ind:
+            raise ValueError(
+                f"{path} does not match phn_set {hparams['phn_set']} and the "
+                "blank/bos/eos indices of this run: use a new output folder."
+            )
+    elif sb.utils.distributed.if_main_process():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        label_encoder.save(path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return label_encoder
+
+
+def check_label_count(label_encoder, output_neurons, path):
+    """The model's output layer must have exactly one unit per label."""
+    if len(label_encoder) != output_neurons:
+        raise ValueError(
+            f"The label set ({path}) has {len(label_encoder)} labels (phones plus "
+            f"blank/bos/eos) but output_neurons is {output_neurons}. Set "
+            f"`--output_neurons {len(label_encoder)}` (42 for the 39-phone set, "
+            "51 for 48 phones, 63 for 60, 64 for 61)."
+        )
+
+
+def add_audio_pipeline(datasets):
+    """Adds ``sig`` (waveform, float32, samples) to every dataset."""
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    sb.dataio.dataset.add_dynamic_item(list(datasets), audio_pipeline)
+
+
+def add_text_pipeline(datasets, label_encoder):
+    """Adds the phone list and its encodings (plain, +eos, bos+) to every dataset."""
+
+    @sb.utils.data_pipeline.takes("phn")
+    @sb.utils.data_pipeline.provides(
+        "phn_list", "phn_encoded", "phn_encoded_eos", "phn_encoded_bos"
+    )
+    def text_pipeline(phn):
+        phn_list = phn.strip().split()
+        yield phn_list
+        encoded = label_encoder.encode_sequence(phn_list)
+        yield torch.LongTensor(encoded)
+        yield torch.LongTensor(label_encoder.append_eos_index(encoded))
+        yield torch.LongTensor(label_encoder.prepend_bos_index(encoded))
+
+    sb.dataio.dataset.add_dynamic_item(list(datasets), text_pipeline)
+
+
+def prepare_datasets(hparams, label_encoder_path=None):
+    """The whole supervised pipeline: datasets with audio and labels.
+
+    Returns (datasets dict, label encoder). Output keys are ``BASE_OUTPUT_KEYS``;
+    a stage that needs more calls ``set_output_keys`` again.
+    """
+    datasets = load_datasets(hparams)
+    label_encoder = build_label_encoder(hparams, label_encoder_path)
+    add_text_pipeline(datasets.values(), label_encoder)
+    add_audio_pipeline(datasets.values())
+    sb.dataio.dataset.set_output_keys(list(datasets.values()), BASE_OUTPUT_KEYS)
+    return datasets, label_encoder
+
+
+def train_loader_kwargs(hparams, train_data):
+    """Loader options for train: fixed batch size, or dynamic batching."""
+    if not hparams.get("dynamic_batching", False):
+        return hparams["train_dataloader_opts"]
+    hop = hparams["feats_hop_size"]
+    sampler = DynamicBatchSampler(
+        train_data,
+        length_func=lambda x: x["duration"] / hop,
+        **hparams["dynamic_batch_sampler"],
+    )
+    return {"batch_sampler": sampler, "collate_fn": PaddedBatch}

@@ -1,0 +1,80 @@
+"""Shared pytest setup: import paths, and session fixtures that cost time to make.
+
+``mini_corpus``: a tiny mini-TIMIT corpus (eSpeak NG speech in TIMIT's layout).
+``tiny_teachers``: two teachers trained one epoch at test size on it (different
+architectures: tea0 and tea3), as a user would run them, in subprocesses.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(_HERE)
+for _path in (_HERE, REPO):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+# One set of overrides shrinks any teacher config to test size (README).
+TINY_MODEL = [
+    "--cnn_blocks", "1", "--cnn_channels", "[8]", "--rnn_layers", "1",
+    "--rnn_neurons", "16", "--dnn_blocks", "1", "--dnn_neurons", "16",
+    "--emb_size", "8", "--dec_neurons", "16", "--attn_dim", "16",
+]  # fmt: skip
+TINY_RUN = ["--number_of_epochs", "1", "--batch_size", "8", "--test_beam_size", "2"]
+
+
+def run_script(args, cwd=REPO, check=True, timeout=600, env=None):
+    """Runs ``python ARGS...`` from the repo root; returns the CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory):
+    """Path of a tiny mini-TIMIT corpus (made once per test session)."""
+    from mtkd.mini_timit import make_mini_timit
+
+    out = tmp_path_factory.mktemp("mini") / "TIMIT"
+    make_mini_timit(str(out), seed=7, preset="tiny")
+    return str(out)
+
+
+def train_tiny_teacher(config, data_folder, output_folder, extra=()):
+    """Trains one teacher at test size; returns its best ``model.ckpt`` path."""
+    proc = run_script(
+        [
+            "train_teacher.py", config, "--data_folder", data_folder,
+            "--output_folder", output_folder, "--device", "cpu",
+            "--noprogressbar", *TINY_MODEL, *TINY_RUN, *extra,
+        ]
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(mini_corpus, tmp_path_factory):
+    """Two tiny teachers (tea0: GRU decoder; tea3: LSTM decoder, 5 RNN layers
+    shrunk to 1) trained one epoch; returns a list of their model.ckpt paths."""
+    root = tmp_path_factory.mktemp("teachers")
+    return [
+        train_tiny_teacher(
+            f"hparams/teachers/{name}.yaml", mini_corpus, str(root / name)
+        )
+        for name in ("tea0", "tea3")
+    ]

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Stage 1: train one teacher, a joint CTC/attention phoneme recogniser on TIMIT.
+
+    python train_teacher.py hparams/teachers/tea0.yaml --data_folder /path/to/TIMIT
+
+Greedy search on valid (keeps the best checkpoint, drives NewBob), beam search
+on test; the test PER report goes to ``per_test.txt``. Interrupted runs resume
+from their last checkpoint when the same command is run again.
+
+The output folder keeps all that stage 2 needs to rebuild this teacher:
+``hyperparams.yaml`` (every value used), ``save/label_encoder.txt``,
+``save/model_config.json`` and ``save/CKPT+*/model.ckpt`` (the weights; the
+normalisation statistics are ``normalize.ckpt`` beside it). The line for the
+teacher list file is printed at the end: the ``model.ckpt`` of the best
+checkpoint.
+
+Authors: the project's engineers (after Gao, Parcollet & Lane, 2020).
+"""
+
+import sys
+
+import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
+
+from mtkd.brain import ASRBrain
+from mtkd.data import prepare_datasets, train_loader_kwargs
+from mtkd.hparams import load_hparams
+from mtkd.model import write_model_config
+from mtkd.runs import best_checkpoint_model_path
+from timit_prepare import prepare_timit
+
+
+def main(argv):
+    loaded = load_hparams(argv)
+    hparams = loaded.hparams
+    sb.utils.distributed.ddp_init_group(loaded.run_opts)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=loaded.yaml_file,
+        overrides=loaded.overrides,
+    )
+    run_on_main(
+        prepare_timit,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "phn_set": hparams["phn_set"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    datasets, label_encoder = prepare_datasets(hparams)
+
+    brain = ASRBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=loaded.run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.label_encoder = label_encoder
+    run_on_main(
+        write_model_config,
+        args=[hparams["save_folder"], hparams, hparams["model"]],
+    )
+
+    brain.fit(
+        hparams["epoch_counter"],
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=train_loader_kwargs(hparams, datasets["train"]),
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        min_key="selection",
+        test_loader_kwargs=hparams["test_dataloader_opts"],
+    )
+    if sb.utils.distributed.if_main_process():
+        print("Teacher list file line (best valid checkpoint):")
+        print(best_checkpoint_model_path(hparams["save_folder"]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
