@@ -58,6 +58,8 @@ import sys
 
 import soundfile
 
+from mtkd import RecipeError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -172,7 +174,7 @@ _OPTS_VERSION = 1
 _DROPPED_SENTENCES = ("sa1", "sa2")
 
 
-class TimitPrepError(ValueError):
+class TimitPrepError(RecipeError):
     """Raised when the TIMIT corpus cannot be prepared; says what to fix."""
 
 

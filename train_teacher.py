@@ -24,7 +24,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from mtkd.brain import ASRBrain
 from mtkd.data import prepare_datasets, train_loader_kwargs
-from mtkd.hparams import load_hparams
+from mtkd.hparams import load_hparams, run_stage
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
 from timit_prepare import prepare_timit
@@ -83,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_stage(main, sys.argv[1:])

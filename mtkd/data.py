@@ -8,6 +8,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.dataio.sampler import DynamicBatchSampler
 
+from mtkd import RecipeError
 from timit_prepare import PHONE_SETS
 
 SPLITS = ("train", "valid", "test")
@@ -24,7 +25,7 @@ def load_datasets(hparams):
     """
     sorting = hparams["sorting"]
     if sorting not in SORTINGS:
-        raise ValueError(f"sorting must be one of {SORTINGS}, got {sorting!r}")
+        raise RecipeError(f"sorting must be one of {SORTINGS}, got {sorting!r}")
     datasets = {}
     for split in SPLITS:
         data = sb.dataio.dataset.DynamicItemDataset.from_json(
@@ -69,7 +70,7 @@ def build_label_encoder(hparams, path=None):
         saved = CTCTextEncoder()
         saved.load(path)
         if saved.lab2ind != label_encoder.lab2ind:
-            raise ValueError(
+            raise RecipeError(
                 f"{path} does not match phn_set {hparams['phn_set']} and the "
                 "blank/bos/eos indices of this run: use a new output folder."
             )
@@ -83,7 +84,7 @@ def build_label_encoder(hparams, path=None):
 def check_label_count(label_encoder, output_neurons, path):
     """The model's output layer must have exactly one unit per label."""
     if len(label_encoder) != output_neurons:
-        raise ValueError(
+        raise RecipeError(
             f"The label set ({path}) has {len(label_encoder)} labels (phones plus "
             f"blank/bos/eos) but output_neurons is {output_neurons}. Set "
             f"`--output_neurons {len(label_encoder)}` (42 for the 39-phone set, "

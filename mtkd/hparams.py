@@ -12,16 +12,22 @@ The experiment folder receives the *resolved* hyperparameters (every value the
 run used), as ``sb.create_experiment_directory`` writes them.
 """
 
+import ast
+import difflib
 import io
 import os
+import re
+import sys
 from dataclasses import dataclass
 
 import ruamel.yaml
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
+from mtkd import RecipeError
 
-class HparamsError(ValueError):
+
+class HparamsError(RecipeError):
     """A hyperparameter file or override that cannot be used as given."""
 
 
@@ -98,6 +104,21 @@ def resolve_base(hparams_file, overrides):
     return current, _merge(merged, overrides)
 
 
+def _unknown_key_error(err, hparams_file, yaml_file, cli):
+    """Names the unknown key, where it came from, and the closest known keys."""
+    match = re.search(r"Override '([^']+)' not found in: (\[.*\])", str(err))
+    if not match:
+        return HparamsError(f"{hparams_file}: {err}")
+    key, known = match.group(1), ast.literal_eval(match.group(2))
+    source = "the command line" if key in cli else hparams_file
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return HparamsError(
+        f"Unknown hyperparameter `{key}` (from {source}): {yaml_file} has no such "
+        f"top-level key.{hint}"
+    )
+
+
 def load_hparams(argv):
     """Parses ``script.py HPARAMS.yaml [--key value ...]`` the SpeechBrain way.
 
@@ -112,8 +133,27 @@ def load_hparams(argv):
     try:
         hparams = load_hyperpyyaml(io.StringIO(text), overrides)
     except KeyError as err:
+        raise _unknown_key_error(err, hparams_file, yaml_file, cli) from err
+    except ValueError as err:
+        if "PLACEHOLDER" not in str(err):
+            raise
+        key = str(err).split("'")[1] if "'" in str(err) else str(err)
         raise HparamsError(
-            f"{hparams_file}: override {err} is not a key of {yaml_file}. "
-            "Check the spelling of the command-line option or teacher file key."
+            f"{hparams_file}: `{key}` has no value. Give it on the command line, "
+            f"e.g. `--{key} /path/to/...`."
         ) from err
     return LoadedHparams(hparams, run_opts, yaml_file, overrides, hparams_file)
+
+
+def run_stage(main, argv):
+    """Runs a stage's ``main(argv)``; a RecipeError ends it with its message.
+
+    Input errors (a wrong key, a missing file, a corpus that does not fit) are
+    the user's to fix: a one-paragraph message serves them better than a
+    traceback. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return main(argv)
+    except RecipeError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
