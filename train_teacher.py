@@ -24,7 +24,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from mtkd.brain import ASRBrain
 from mtkd.data import prepare_datasets, train_loader_kwargs
-from mtkd.hparams import load_hparams, run_stage
+from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
 from timit_prepare import prepare_timit
@@ -34,11 +34,8 @@ def main(argv):
     loaded = load_hparams(argv)
     hparams = loaded.hparams
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=loaded.yaml_file,
-        overrides=loaded.overrides,
-    )
+    sb.create_experiment_directory(hparams["output_folder"])
+    save_resolved_hparams(loaded)
     run_on_main(
         prepare_timit,
         kwargs={

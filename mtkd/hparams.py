@@ -2,14 +2,19 @@
 
 Every stage script starts with ``load_hparams(sys.argv[1:])``. It behaves like the
 usual SpeechBrain preamble (``sb.parse_arguments`` + ``load_hyperpyyaml``) with
-one addition that keeps the ten teacher files short: a YAML file whose top-level
-key ``base`` names another file holds only plain values, which override that
-base file. ``hparams/teachers/tea3.yaml`` is then five lines saying how teacher 3
-differs, and ``python train_teacher.py hparams/teachers/tea3.yaml --batch_size 4``
-still works: command-line overrides apply on top of the teacher's values.
+one addition that keeps derived configurations short. A YAML file whose
+top-level key ``base`` names another file holds plain values only:
 
-The experiment folder receives the *resolved* hyperparameters (every value the
-run used), as ``sb.create_experiment_directory`` writes them.
+- its keys override the base file's values (a misspelt key is an error);
+- keys under ``add:`` are new keys that the base file does not have.
+
+``hparams/teachers/tea3.yaml`` is then a few lines saying how teacher 3 differs
+from ``hparams/teacher.yaml``, and ``train_kd.yaml`` adds the distillation keys
+to the same model. Command-line overrides apply on top of everything:
+``python train_teacher.py hparams/teachers/tea3.yaml --batch_size 4``.
+
+Each experiment folder receives the *resolved* hyperparameters
+(``hyperparams.yaml``): every value the run used, in one file.
 """
 
 import ast
@@ -22,9 +27,11 @@ from dataclasses import dataclass
 
 import ruamel.yaml
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from mtkd import RecipeError
+
+MAX_BASE_DEPTH = 10
 
 
 class HparamsError(RecipeError):
@@ -37,12 +44,10 @@ class LoadedHparams:
 
     hparams: dict
     run_opts: object
-    # The HyperPyYAML file the values come from, and every override applied to
-    # it (the ``base:`` child's values, then the command line): together they
-    # are what ``sb.create_experiment_directory`` resolves and saves.
-    yaml_file: str
-    overrides: dict
-    hparams_file: str
+    hparams_file: str  # the file named on the command line
+    yaml_text: str  # the base HyperPyYAML text with `add:` keys appended
+    overrides: dict  # child files' values, then the command line
+    sources: list  # every file read, command-line file first
 
 
 def _plain_yaml(text, where):
@@ -51,6 +56,15 @@ def _plain_yaml(text, where):
         return ruamel.yaml.YAML(typ="safe", pure=True).load(text) or {}
     except ruamel.yaml.YAMLError as err:
         raise HparamsError(f"{where}: not plain YAML values ({err})") from err
+
+
+def _dump_plain(values):
+    """Plain values back to YAML text."""
+    stream = io.StringIO()
+    yaml = ruamel.yaml.YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.dump(values, stream)
+    return stream.getvalue()
 
 
 def _merge(into, update):
@@ -64,47 +78,50 @@ def _merge(into, update):
     return merged
 
 
-def resolve_base(hparams_file, overrides):
-    """Follows a ``base:`` chain; returns (HyperPyYAML file, merged overrides).
+def _is_child_file(text):
+    """A child file has a top-level ``base:`` key (and plain values only)."""
+    return any(re.match(r"base\s*:", line) for line in text.splitlines())
 
-    Arguments
-    ---------
-    hparams_file : str
-        The file named on the command line.
-    overrides : dict
-        Command-line overrides; they win over every file's values.
+
+def resolve_base(hparams_file, overrides=None):
+    """Follows a ``base:`` chain.
+
+    Returns (base file path, its text with every ``add:`` block appended,
+    merged overrides: child values then ``overrides``, list of files read).
     """
-    chain = []
+    chain, added = [], {}
     current = os.path.abspath(hparams_file)
     while True:
         if not os.path.isfile(current):
-            where = f" (the base of {chain[-1]})" if chain else ""
+            where = f" (the base of {chain[-1][0]})" if chain else ""
             raise HparamsError(f"Hyperparameter file not found: {current}{where}")
         with open(current, encoding="utf-8") as f:
             text = f.read()
-        # Only a file that starts with a plain `base:` line is a child file; a
-        # full HyperPyYAML file (tags and all) ends the chain.
-        first_keys = [
-            line.split(":", 1)[0]
-            for line in text.splitlines()
-            if line and not line.startswith((" ", "#", "\t"))
-        ]
-        if "base" not in first_keys:
+        if not _is_child_file(text):
             break
         values = _plain_yaml(text, current)
         base = values.pop("base")
+        added = _merge(values.pop("add", None) or {}, added)
         chain.append((current, values))
         current = os.path.normpath(os.path.join(os.path.dirname(current), base))
-        if len(chain) > 10:
+        if len(chain) > MAX_BASE_DEPTH:
             raise HparamsError(f"{hparams_file}: `base:` chain deeper than 10 files")
+    clash = sorted(k for k in added if re.search(rf"^{re.escape(k)}\s*:", text, re.M))
+    if clash:
+        raise HparamsError(
+            f"{hparams_file}: `add:` keys {clash} already exist in {current}; "
+            "override them as plain keys instead."
+        )
     merged = {}
-    # The file named on the command line wins over its bases.
-    for _, values in reversed(chain):
+    for _, values in reversed(chain):  # the command-line file wins over its bases
         merged = _merge(merged, values)
-    return current, _merge(merged, overrides)
+    if added:
+        text += "\n# Keys added by " + chain[0][0] + "\n" + _dump_plain(added)
+    sources = [path for path, _ in chain] + [current]
+    return current, text, _merge(merged, overrides or {}), sources
 
 
-def _unknown_key_error(err, hparams_file, yaml_file, cli):
+def _unknown_key_error(err, hparams_file, base_file, cli):
     """Names the unknown key, where it came from, and the closest known keys."""
     match = re.search(r"Override '([^']+)' not found in: (\[.*\])", str(err))
     if not match:
@@ -114,7 +131,7 @@ def _unknown_key_error(err, hparams_file, yaml_file, cli):
     close = difflib.get_close_matches(key, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return HparamsError(
-        f"Unknown hyperparameter `{key}` (from {source}): {yaml_file} has no such "
+        f"Unknown hyperparameter `{key}` (from {source}): {base_file} has no such "
         f"top-level key.{hint}"
     )
 
@@ -123,17 +140,15 @@ def load_hparams(argv):
     """Parses ``script.py HPARAMS.yaml [--key value ...]`` the SpeechBrain way.
 
     Returns a ``LoadedHparams``. Unknown keys (a typo on the command line or in a
-    teacher file) stop with an error naming the key instead of being ignored.
+    child file) stop with an error naming the key instead of being ignored.
     """
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
     cli = _plain_yaml(overrides_yaml or "", "command-line overrides")
-    yaml_file, overrides = resolve_base(hparams_file, cli)
-    with open(yaml_file, encoding="utf-8") as f:
-        text = f.read()
+    base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     try:
         hparams = load_hyperpyyaml(io.StringIO(text), overrides)
     except KeyError as err:
-        raise _unknown_key_error(err, hparams_file, yaml_file, cli) from err
+        raise _unknown_key_error(err, hparams_file, base_file, cli) from err
     except ValueError as err:
         if "PLACEHOLDER" not in str(err):
             raise
@@ -142,7 +157,27 @@ def load_hparams(argv):
             f"{hparams_file}: `{key}` has no value. Give it on the command line, "
             f"e.g. `--{key} /path/to/...`."
         ) from err
-    return LoadedHparams(hparams, run_opts, yaml_file, overrides, hparams_file)
+    return LoadedHparams(hparams, run_opts, hparams_file, text, overrides, sources)
+
+
+def save_resolved_hparams(loaded):
+    """Writes ``<output_folder>/hyperparams.yaml``: every value the run used.
+
+    Call after ``sb.create_experiment_directory(output_folder)``. SpeechBrain
+    resolves a single file; here values come from a chain of files, so the
+    resolved text is written here (main process only).
+    """
+    folder = loaded.hparams["output_folder"]
+    if not sb.utils.distributed.if_main_process():
+        return
+    resolved = resolve_references(io.StringIO(loaded.yaml_text), loaded.overrides)
+    path = os.path.join(folder, "hyperparams.yaml")
+    with open(path + ".tmp", "w", encoding="utf-8") as w:
+        w.write("# Every value this run used. Made from (first wins):\n")
+        w.writelines(f"#   {source}\n" for source in loaded.sources)
+        w.write(f"# command line: {' '.join(sys.argv)}\n")
+        w.write(resolved.getvalue())
+    os.replace(path + ".tmp", path)
 
 
 def run_stage(main, argv):

@@ -68,7 +68,7 @@ def test_second_teacher_differs_as_its_file_says(tiny_teachers):
 
 @pytest.mark.parametrize("config", TEACHERS)
 def test_every_teacher_file_loads_with_its_differences(config, tmp_path):
-    base_file, values = resolve_base(config, {})
+    base_file, _, values, _ = resolve_base(config)
     assert base_file.endswith(os.path.join("hparams", "teacher.yaml"))
     loaded = load_hparams(
         [config, "--data_folder", str(tmp_path), "--output_folder", str(tmp_path)]
@@ -82,7 +82,7 @@ def test_every_teacher_file_loads_with_its_differences(config, tmp_path):
 
 def test_teacher_files_carry_the_original_differences():
     def values(k):
-        return resolve_base(TEACHERS[k], {})[1]
+        return resolve_base(TEACHERS[k])[2]
 
     assert values(1) == {
         "teacher_name": "tea1", "seed": 1001, "batch_size": 16, "dropout": 0.3,
