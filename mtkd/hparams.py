@@ -3,7 +3,8 @@
 Every stage script starts with ``load_hparams(sys.argv[1:])``. It behaves like the
 usual SpeechBrain preamble (``sb.parse_arguments`` + ``load_hyperpyyaml``) with
 one addition that keeps derived configurations short. A YAML file whose
-top-level key ``base`` names another file holds plain values only:
+top-level key ``base`` names another file holds values only (``!ref`` allowed,
+no new objects):
 
 - its keys override the base file's values (a misspelt key is an error);
 - keys under ``add:`` are new keys that the base file does not have.
@@ -50,20 +51,18 @@ class LoadedHparams:
     sources: list  # every file read, command-line file first
 
 
-def _plain_yaml(text, where):
-    """Parses YAML that must hold plain values only (no HyperPyYAML tags)."""
+def _load_yaml(text, where):
+    """Parses override YAML, keeping tags such as ``!ref`` as they are written."""
     try:
-        return ruamel.yaml.YAML(typ="safe", pure=True).load(text) or {}
+        return ruamel.yaml.YAML(typ="rt").load(text) or {}
     except ruamel.yaml.YAMLError as err:
-        raise HparamsError(f"{where}: not plain YAML values ({err})") from err
+        raise HparamsError(f"{where}: not valid YAML ({err})") from err
 
 
-def _dump_plain(values):
-    """Plain values back to YAML text."""
+def _dump_yaml(values):
+    """Override values (tags included) back to YAML text."""
     stream = io.StringIO()
-    yaml = ruamel.yaml.YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.dump(values, stream)
+    ruamel.yaml.YAML(typ="rt").dump(dict(values), stream)
     return stream.getvalue()
 
 
@@ -99,7 +98,7 @@ def resolve_base(hparams_file, overrides=None):
             text = f.read()
         if not _is_child_file(text):
             break
-        values = _plain_yaml(text, current)
+        values = _load_yaml(text, current)
         base = values.pop("base")
         added = _merge(values.pop("add", None) or {}, added)
         chain.append((current, values))
@@ -116,7 +115,7 @@ def resolve_base(hparams_file, overrides=None):
     for _, values in reversed(chain):  # the command-line file wins over its bases
         merged = _merge(merged, values)
     if added:
-        text += "\n# Keys added by " + chain[0][0] + "\n" + _dump_plain(added)
+        text += "\n# Keys added by " + chain[0][0] + "\n" + _dump_yaml(added)
     sources = [path for path, _ in chain] + [current]
     return current, text, _merge(merged, overrides or {}), sources
 
@@ -143,10 +142,10 @@ def load_hparams(argv):
     child file) stop with an error naming the key instead of being ignored.
     """
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
-    cli = _plain_yaml(overrides_yaml or "", "command-line overrides")
+    cli = _load_yaml(overrides_yaml or "", "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     try:
-        hparams = load_hyperpyyaml(io.StringIO(text), overrides)
+        hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))
     except KeyError as err:
         raise _unknown_key_error(err, hparams_file, base_file, cli) from err
     except ValueError as err:
@@ -170,7 +169,9 @@ def save_resolved_hparams(loaded):
     folder = loaded.hparams["output_folder"]
     if not sb.utils.distributed.if_main_process():
         return
-    resolved = resolve_references(io.StringIO(loaded.yaml_text), loaded.overrides)
+    resolved = resolve_references(
+        io.StringIO(loaded.yaml_text), _dump_yaml(loaded.overrides)
+    )
     path = os.path.join(folder, "hyperparams.yaml")
     with open(path + ".tmp", "w", encoding="utf-8") as w:
         w.write("# Every value this run used. Made from (first wins):\n")
