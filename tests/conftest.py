@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(_HERE)
@@ -26,8 +27,15 @@ TINY_MODEL = [
 TINY_RUN = ["--number_of_epochs", "1", "--batch_size", "8", "--test_beam_size", "2"]
 
 
+# Tiny models on a 2-core machine train about twice as fast with one intra-op
+# thread per process (measured: 17.6 s vs 36.1 s for 3 tiny epochs under load).
+torch.set_num_threads(1)
+SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_script(args, cwd=REPO, check=True, timeout=600, env=None):
     """Runs ``python ARGS...`` from the repo root; returns the CompletedProcess."""
+    env = SCRIPT_ENV if env is None else env
     proc = subprocess.run(
         [sys.executable, *args],
         cwd=cwd,

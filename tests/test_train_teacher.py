@@ -10,7 +10,8 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL, run_script
+from speechbrain.dataio.encoder import CTCTextEncoder
+from conftest import REPO, SCRIPT_ENV, TINY_MODEL, run_script
 
 from mtkd.hparams import HparamsError, load_hparams, resolve_base
 from mtkd.model import CTCAttentionASR
@@ -37,9 +38,16 @@ def test_trained_teacher_leaves_what_stage_two_needs(tiny_teachers):
     per = read_per(os.path.join(output, "per_test.txt"))
     assert 0 < per < 1000
     # Label encoder: blank/bos/eos plus the 39 phones, in a fixed order.
-    with open(os.path.join(save, "label_encoder.txt"), encoding="utf-8") as f:
-        labels = [line for line in f if line.startswith("'")]
-    assert len(labels) == 42
+    encoder = CTCTextEncoder()
+    encoder.load(os.path.join(save, "label_encoder.txt"))
+    assert len(encoder) == 42
+    assert [encoder.ind2lab[i] for i in (0, 1, 2, 3, 41)] == [
+        "<bos>",
+        "<eos>",
+        "<blank>",
+        "aa",
+        "z",
+    ]
     config = json.load(open(os.path.join(save, "model_config.json")))
     assert config["model"]["rnn_neurons"] == 16  # the override was applied
     assert config["model"]["dec_rnn_type"] == "gru"
@@ -138,13 +146,13 @@ def test_interrupted_training_resumes_from_last_checkpoint(mini_corpus, tmp_path
         "--test_beam_size", "2",
     ]  # fmt: skip
     first = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args, cwd=REPO, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     save = out / "save"
     deadline = time.time() + 300
     # Kill the run (as a pre-empted job would be) once epoch 1's checkpoint exists.
     while time.time() < deadline and first.poll() is None:
-        if save.is_dir() and any(p.name.startswith("CKPT+") for p in save.iterdir()):
+        if list(save.glob("CKPT+*/CKPT.yaml")):  # a complete checkpoint
             first.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
