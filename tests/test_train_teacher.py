@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-from speechbrain.dataio.encoder import CTCTextEncoder
 from conftest import REPO, SCRIPT_ENV, TINY_MODEL, run_script
+from speechbrain.dataio.encoder import CTCTextEncoder
 
 from mtkd.hparams import HparamsError, load_hparams, resolve_base
 from mtkd.model import CTCAttentionASR
