@@ -135,14 +135,19 @@ def prepare_datasets(hparams, label_encoder_path=None):
     return datasets, label_encoder
 
 
-def train_loader_kwargs(hparams, train_data):
+def train_loader_kwargs(hparams, train_data, collate_fn=PaddedBatch):
     """Loader options for train: fixed batch size, or dynamic batching."""
     if not hparams.get("dynamic_batching", False):
-        return hparams["train_dataloader_opts"]
+        return {**hparams["train_dataloader_opts"], "collate_fn": collate_fn}
     hop = hparams["feats_hop_size"]
     sampler = DynamicBatchSampler(
         train_data,
         length_func=lambda x: x["duration"] / hop,
         **hparams["dynamic_batch_sampler"],
     )
-    return {"batch_sampler": sampler, "collate_fn": PaddedBatch}
+    num_workers = hparams["train_dataloader_opts"].get("num_workers", 0)
+    return {
+        "batch_sampler": sampler,
+        "collate_fn": collate_fn,
+        "num_workers": num_workers,
+    }

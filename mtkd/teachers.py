@@ -1,0 +1,558 @@
+"""Teachers rebuilt from their own training runs, and what they teach.
+
+A teacher list file (``tea_models_dir`` in the YAML) names one ``model.ckpt`` per
+line. Everything else comes from the run that saved it::
+
+    <run>/hyperparams.yaml            every value the run used
+    <run>/save/model_config.json      CTCAttentionASR kwargs, features, indices
+    <run>/save/label_encoder.txt      the labels (shared by all teachers)
+    <run>/save/CKPT+.../model.ckpt    the weights (the list file's line)
+    <run>/save/CKPT+.../normalize.ckpt  global feature statistics
+
+``teacher_targets`` runs a group of teachers over one batch so that no padding
+reaches any teacher: features are computed from each unpadded waveform, the
+encoder (bidirectional RNNs) only ever sees utterances of equal length
+together, and the teacher-forced decoder is batched with masked attention.
+The result of an utterance is then the same whatever batch it came in.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.processing.features import InputNormalization
+from speechbrain.utils.edit_distance import wer_details_for_batch
+
+from mtkd import RecipeError
+from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR, make_features
+
+# Per-utterance error rates are capped, as in the paper (an insertion-heavy
+# hypothesis would otherwise dominate the teacher weighting).
+PER_CAP = 100.0
+SPECIAL_INDEX_KEYS = ("blank_index", "bos_index", "eos_index")
+
+
+class TeacherListError(RecipeError):
+    """A teacher list line that cannot be used (names the line and the path)."""
+
+
+def read_teacher_list(path):
+    """Reads a teacher list file: one ``model.ckpt`` path per line.
+
+    Blank lines and ``#`` comments (whole-line or trailing) are skipped; relative
+    paths resolve against the list file's folder.
+    Returns ``[(line_no, absolute path), ...]`` with 1-based line numbers.
+    """
+    if not os.path.isfile(path):
+        raise TeacherListError(
+            f"Teacher list file not found: {path}. Give `--tea_models_dir` a text "
+            "file with one model.ckpt path per line."
+        )
+    base = os.path.dirname(os.path.abspath(path))
+    entries, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            abs_path = os.path.normpath(os.path.join(base, os.path.expanduser(text)))
+            if abs_path in seen:
+                raise TeacherListError(
+                    f"{path} line {line_no}: {abs_path} is already listed on line "
+                    f"{seen[abs_path]}; list each teacher once."
+                )
+            seen[abs_path] = line_no
+            entries.append((line_no, abs_path))
+    if not entries:
+        raise TeacherListError(f"{path} lists no teacher (one model.ckpt per line).")
+    return entries
+
+
+@dataclass
+class TeacherFiles:
+    """A teacher's saved files and config, read without loading any weights."""
+
+    model_ckpt: str
+    normalize_ckpt: str
+    config: dict
+    labels: list  # ind2lab as a list: labels[i] is the label of index i
+    hyperparams_file: str
+    label_encoder_file: str
+    where: str = ""  # "LIST line N (path)" for error messages
+    line_no: int = None  # 1-based line of the teacher list file
+
+    @property
+    def special_indices(self):
+        """{"blank_index": i, "bos_index": j, "eos_index": k}."""
+        return {key: self.config[key] for key in SPECIAL_INDEX_KEYS}
+
+
+def _where(model_ckpt, line_no=None, list_path=None):
+    if line_no is None:
+        return model_ckpt
+    return f"{list_path or 'teacher list'} line {line_no} ({model_ckpt})"
+
+
+def _require_file(path, where, what, fix):
+    if not os.path.isfile(path):
+        raise TeacherListError(f"{where}: {what} not found: {path}. {fix}")
+
+
+CONFIG_KEYS = ("model", "features", *SPECIAL_INDEX_KEYS, "label_encoder")
+
+
+def _read_config(path, where):
+    """model_config.json as a dict, with the keys stage 2 needs."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise TeacherListError(f"{where}: cannot read {path} ({err}).") from err
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise TeacherListError(
+            f"{where}: {path} lacks {missing}; was it written by this recipe's "
+            "train_teacher.py?"
+        )
+    return config
+
+
+def read_teacher_files(model_ckpt, line_no=None, list_path=None):
+    """Finds and checks a teacher's files; returns a ``TeacherFiles``.
+
+    Raises ``TeacherListError`` naming the list line when a file is missing or
+    the config does not fit its label encoder.
+    """
+    where = _where(model_ckpt, line_no, list_path)
+    fix_line = "Check this line of the teacher list (the best checkpoint's path "
+    fix_line += "is printed at the end of train_teacher.py)."
+    _require_file(model_ckpt, where, "model checkpoint", fix_line)
+    ckpt_dir = os.path.dirname(model_ckpt)
+    save_dir = os.path.dirname(ckpt_dir)
+    fix_run = "The line must point into a training run's save/CKPT+*/ folder."
+    normalize_ckpt = os.path.join(ckpt_dir, "normalize.ckpt")
+    _require_file(normalize_ckpt, where, "normalize.ckpt (feature statistics)", fix_run)
+    config_path = os.path.join(save_dir, MODEL_CONFIG_FILE)
+    _require_file(config_path, where, MODEL_CONFIG_FILE, fix_run)
+    config = _read_config(config_path, where)
+    encoder_path = os.path.join(save_dir, config.get("label_encoder", ""))
+    _require_file(encoder_path, where, "label encoder", fix_run)
+    encoder = load_label_encoder(encoder_path)
+    labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+    if config["model"]["output_neurons"] != len(labels):
+        raise TeacherListError(
+            f"{where}: the model has {config['model']['output_neurons']} outputs "
+            f"but {encoder_path} has {len(labels)} labels; the run's files do not "
+            "belong together."
+        )
+    hyperparams_file = os.path.normpath(
+        os.path.join(save_dir, config.get("hyperparams", "../hyperparams.yaml"))
+    )
+    return TeacherFiles(
+        model_ckpt,
+        normalize_ckpt,
+        config,
+        labels,
+        hyperparams_file,
+        encoder_path,
+        where,
+        line_no,
+    )
+
+
+def load_label_encoder(path):
+    """A saved CTCTextEncoder, its size taken as it is (no length warning)."""
+    encoder = CTCTextEncoder()
+    encoder.load(path)
+    encoder.expect_len(len(encoder))
+    return encoder
+
+
+def check_same_labels(reference, other):
+    """Raises when ``other`` (TeacherFiles) has labels or indices unlike ``reference``.
+
+    Every teacher must predict over the same label set, in the same order, with
+    the same blank/bos/eos indices: the stored targets are indexed by label id.
+    """
+    problems = []
+    if other.labels != reference.labels:
+        diff = [
+            i
+            for i in range(max(len(other.labels), len(reference.labels)))
+            if other.labels[i : i + 1] != reference.labels[i : i + 1]
+        ]
+        problems.append(
+            f"labels differ at indices {diff[:5]} ({len(other.labels)} vs "
+            f"{len(reference.labels)} labels)"
+        )
+    for key in SPECIAL_INDEX_KEYS:
+        if other.config[key] != reference.config[key]:
+            problems.append(f"{key} {other.config[key]} vs {reference.config[key]}")
+    if other.config.get("phn_set") != reference.config.get("phn_set"):
+        problems.append(
+            f"phn_set {other.config.get('phn_set')} vs "
+            f"{reference.config.get('phn_set')}"
+        )
+    if problems:
+        raise TeacherListError(
+            f"{other.where}: its label encoder does not match the first teacher's, "
+            f"{reference.where}: {'; '.join(problems)}. All teachers must be "
+            "trained with the same phn_set and blank/bos/eos indices; retrain "
+            "this one or remove its line."
+        )
+
+
+def check_teacher_list(list_path, phn_set=None):
+    """Reads every line's files (no weights) and checks they share one label set.
+
+    Arguments
+    ---------
+    list_path : str
+        The teacher list file.
+    phn_set : int, optional
+        The run's phone set; every teacher must have been trained on it.
+
+    Returns ``[TeacherFiles, ...]`` in list order.
+    """
+    files = [
+        read_teacher_files(path, line_no, list_path)
+        for line_no, path in read_teacher_list(list_path)
+    ]
+    for other in files[1:]:
+        check_same_labels(files[0], other)
+    if phn_set is not None and files[0].config.get("phn_set") != phn_set:
+        raise TeacherListError(
+            f"{files[0].where}: trained on phn_set {files[0].config.get('phn_set')} "
+            f"but this run uses phn_set {phn_set}; set `--phn_set "
+            f"{files[0].config.get('phn_set')}` or use other teachers."
+        )
+    return files
+
+
+def pipeline_label_keys(files):
+    """The hyperparameters the shared data pipeline needs, taken from the
+    teachers: blank/bos/eos indices and ``output_neurons`` (label count)."""
+    return {**files[0].special_indices, "output_neurons": len(files[0].labels)}
+
+
+def check_run_labels(label_encoder, files):
+    """The run's phn_set label encoder must be the teachers' (ids are shared)."""
+    labels = [label_encoder.ind2lab[i] for i in range(len(label_encoder))]
+    if labels != files[0].labels:
+        raise TeacherListError(
+            f"{files[0].where}: its label encoder ({files[0].label_encoder_file}) "
+            "differs from the one this recipe builds for its phn_set (labels or "
+            "order). Retrain the teachers with this version of the recipe."
+        )
+
+
+def file_checksum(paths, chunk=1 << 22):
+    """sha256 (hex) over the bytes of ``paths`` in order: a teacher's identity."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Teacher:
+    """A teacher ready to run: model and normaliser in eval mode on ``device``."""
+
+    model: CTCAttentionASR
+    normalizer: InputNormalization
+    features: dict  # {"sample_rate", "n_fft", "n_mels"}
+    label_encoder: CTCTextEncoder
+    config: dict  # model_config.json
+    path: str  # absolute path of model.ckpt
+    files: TeacherFiles = None
+    index: int = 0  # position in the teacher list (0-based)
+    checksum: str = ""  # sha256 of model.ckpt, normalize.ckpt, model_config.json
+
+    @property
+    def features_key(self):
+        """Hashable feature settings: teachers with equal keys share features."""
+        return tuple(sorted(self.features.items()))
+
+    def describe(self):
+        """JSON-able record of this teacher for the store's metadata."""
+        hyperparams = None
+        if os.path.isfile(self.files.hyperparams_file):
+            with open(self.files.hyperparams_file, encoding="utf-8") as f:
+                hyperparams = f.read()
+        return {
+            "index": self.index,
+            "path": self.path,
+            "checksum": self.checksum,
+            "config": self.config,
+            "hyperparams_file": self.files.hyperparams_file,
+            "hyperparams": hyperparams,
+        }
+
+
+def load_normalizer(path, device):
+    """InputNormalization (global) with the statistics its checkpointer saved."""
+    normalizer = InputNormalization(norm_type="global")
+    # `_load` is the loader hook SpeechBrain's Checkpointer calls on recovery.
+    normalizer._load(path)
+    normalizer = normalizer.to(device)
+    normalizer.eval()
+    return normalizer
+
+
+def load_teacher(model_ckpt, device="cpu", line_no=None, list_path=None, index=0):
+    """Rebuilds one teacher from the files its training run saved.
+
+    Arguments
+    ---------
+    model_ckpt : str
+        Path of the teacher's ``model.ckpt`` (a teacher list line).
+    device : str
+        "cpu", "cuda", "cuda:1", ...
+    line_no, list_path : optional
+        Where the path came from, for error messages.
+    index : int
+        The teacher's position in the list (0-based).
+    """
+    files = read_teacher_files(model_ckpt, line_no, list_path)
+    model = CTCAttentionASR(**files.config["model"])
+    try:
+        state = torch.load(model_ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, OSError) as err:
+        raise TeacherListError(
+            f"{files.where}: the weights do not load into the architecture of "
+            f"its {MODEL_CONFIG_FILE} ({str(err).splitlines()[0]}). Is the "
+            "checkpoint from this run?"
+        ) from err
+    model.to(device).eval()
+    encoder = load_label_encoder(files.label_encoder_file)
+    return Teacher(
+        model=model,
+        normalizer=load_normalizer(files.normalize_ckpt, device),
+        features=dict(files.config["features"]),
+        label_encoder=encoder,
+        config=files.config,
+        path=model_ckpt,
+        files=files,
+        index=index,
+        checksum=teacher_checksum(files),
+    )
+
+
+def teacher_checksum(files):
+    """sha256 over a teacher's weights, statistics and config."""
+    config_path = os.path.join(
+        os.path.dirname(os.path.dirname(files.model_ckpt)), MODEL_CONFIG_FILE
+    )
+    return file_checksum([files.model_ckpt, files.normalize_ckpt, config_path])
+
+
+def load_teachers(list_path, indices, device="cpu"):
+    """Loads the teachers at ``indices`` (0-based list positions) of a list file."""
+    entries = read_teacher_list(list_path)
+    return [
+        load_teacher(entries[k][1], device, entries[k][0], list_path, index=k)
+        for k in indices
+    ]
+
+
+# --------------------------------------------------------------------------
+# Running teachers over a batch without letting padding in.
+
+
+@dataclass
+class UttTargets:
+    """One teacher's targets for one utterance (CPU tensors).
+
+    ``ctc_hyp`` [H] int64 label ids; ``att_dist`` [L+1, V] float32 (rows sum to
+    1); ``ctc_per`` / ``att_per`` percent in [0, 100]; ``ctc_edits`` /
+    ``att_edits`` uncapped edit counts (for corpus-level PER);
+    ``ctc_log_post`` [T', V] float32 CTC log-posteriors when asked for;
+    ``topk_ids`` / ``topk_log_post`` [T', K] only when copied from a store.
+    """
+
+    ctc_hyp: torch.Tensor
+    att_dist: torch.Tensor
+    ctc_per: float
+    att_per: float
+    ctc_edits: int
+    att_edits: int
+    ctc_log_post: torch.Tensor = None
+    topk_ids: torch.Tensor = None
+    topk_log_post: torch.Tensor = None
+
+
+def crop_waveforms(wavs, wav_lens):
+    """Padded batch [B, S] + relative lengths [B] -> list of B unpadded [S_b]."""
+    n_samples = torch.round(wav_lens * wavs.shape[1]).long().tolist()
+    return [wavs[b, :n] for b, n in enumerate(n_samples)]
+
+
+_FBANKS = {}
+
+
+def unpadded_features(waveforms, features, device):
+    """Filterbanks of each waveform alone: list of [F_b, n_mels] float32.
+
+    Each utterance is framed on its own: Fbank's centred STFT would otherwise
+    see the batch's zero padding in an utterance's last frames.
+    """
+    key = (tuple(sorted(features.items())), str(device))
+    if key not in _FBANKS:
+        _FBANKS[key] = make_features(**features).to(device)
+    fbank = _FBANKS[key]
+    return [fbank(w.to(device).unsqueeze(0))[0] for w in waveforms]
+
+
+def _equal_length_groups(lengths):
+    """Indices grouped by equal length: {length: [b, ...]} in first-seen order."""
+    groups = {}
+    for b, n in enumerate(lengths):
+        groups.setdefault(n, []).append(b)
+    return groups
+
+
+def encode_unpadded(teacher, feats):
+    """Filterbanks -> normalised -> encoder outputs, never mixing lengths.
+
+    ``feats``: list of B [F_b, n_mels]. Returns a list of B [T'_b, D]. Only
+    utterances with the same number of frames share a forward pass, so the
+    bidirectional RNNs never run over padding.
+    """
+    encoded = [None] * len(feats)
+    for group in _equal_length_groups([f.shape[0] for f in feats]).values():
+        x = torch.stack([feats[b] for b in group])
+        x = teacher.normalizer(x, torch.ones(len(group), device=x.device))
+        out = teacher.model.encode(x)
+        for i, b in enumerate(group):
+            encoded[b] = out[i]
+    return encoded
+
+
+def greedy_ctc_hypothesis(log_post, blank_index):
+    """[T', V] CTC (log-)posteriors -> [H] int64: argmax path, repeats merged,
+    blanks dropped (what ``ctc_loss_kd`` derives from a teacher's output)."""
+    path = torch.argmax(log_post, dim=-1)
+    path = torch.unique_consecutive(path)
+    return path[path != blank_index].cpu()
+
+
+def pad_stack(tensors, value=0.0):
+    """List of B [T_b, ...] -> ([B, T_max, ...], lengths [B] int64)."""
+    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+    out = tensors[0].new_full(
+        (len(tensors), int(lengths.max()), *tensors[0].shape[1:]), value
+    )
+    for b, t in enumerate(tensors):
+        out[b, : t.shape[0]] = t
+    return out, lengths
+
+
+def teacher_forced_distributions(teacher, encoded, refs, bos_index, temperature):
+    """Teacher-forced decoder distributions of a batch, padding masked out.
+
+    Arguments
+    ---------
+    encoded : list of B [T'_b, D] encoder outputs.
+    refs : list of B [L_b] int64 reference label ids.
+    Returns a list of B [L_b + 1, V] float32: softmax(logits / temperature) at
+    each of the L_b + 1 positions (the last one predicts eos).
+
+    The decoder is unidirectional over tokens, and its location-aware attention
+    is masked by each utterance's true encoder length (relative length
+    T'_b / T'_max, rounded back to T'_b), so batching changes no real output.
+    """
+    enc, enc_lens = pad_stack(encoded)
+    rel_lens = enc_lens.to(enc.device).float() / enc.shape[1]
+    bos = torch.full((1,), bos_index, dtype=torch.long)
+    tokens, _ = pad_stack([torch.cat([bos, r.cpu()]) for r in refs], value=bos_index)
+    logits = teacher.model.decoder_logits(enc, rel_lens, tokens.to(enc.device))
+    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
+    return [probs[b, : len(r) + 1] for b, r in enumerate(refs)]
+
+
+def first_eos_cut(tokens, eos_index):
+    """[L+1] argmax tokens -> the part before the first eos (as the original
+    recipe's ``batch_filter_seq2seq_output``)."""
+    hits = (tokens == eos_index).nonzero()
+    return tokens[: int(hits[0])] if len(hits) else tokens
+
+
+def utterance_pers(refs, hyps):
+    """Per-utterance error rates: list of (PER percent capped at 100, edits).
+
+    ``refs`` / ``hyps``: lists of label-id lists. PER = 100 * edits / len(ref)
+    (SpeechBrain's edit distance); an empty reference gives 0 or 100.
+    """
+    ids = list(range(len(refs)))
+    details = wer_details_for_batch(ids, refs, hyps)
+    out = []
+    for ref, hyp, d in zip(refs, hyps, details, strict=True):
+        edits = d["num_edits"] if ref else len(hyp)
+        per = 100.0 * edits / len(ref) if ref else (100.0 if hyp else 0.0)
+        out.append((min(per, PER_CAP), int(edits)))
+    return out
+
+
+def _one_teacher(teacher, feats, refs, temperature, keep_posteriors):
+    """Targets of one teacher for a batch: list of B ``UttTargets``."""
+    cfg = teacher.config
+    encoded = encode_unpadded(teacher, feats)
+    log_posts = [
+        torch.log_softmax(teacher.model.ctc_logits(e).float() / temperature, -1)
+        for e in encoded
+    ]
+    ctc_hyps = [greedy_ctc_hypothesis(lp, cfg["blank_index"]) for lp in log_posts]
+    att = teacher_forced_distributions(
+        teacher, encoded, refs, cfg["bos_index"], temperature
+    )
+    att_hyps = [first_eos_cut(a.argmax(-1), cfg["eos_index"]) for a in att]
+    ref_lists = [r.tolist() for r in refs]
+    ctc_pers = utterance_pers(ref_lists, [h.tolist() for h in ctc_hyps])
+    att_pers = utterance_pers(ref_lists, [h.tolist() for h in att_hyps])
+    return [
+        UttTargets(
+            ctc_hyp=ctc_hyps[b],
+            att_dist=att[b],
+            ctc_per=ctc_pers[b][0],
+            att_per=att_pers[b][0],
+            ctc_edits=ctc_pers[b][1],
+            att_edits=att_pers[b][1],
+            ctc_log_post=log_posts[b].cpu() if keep_posteriors else None,
+        )
+        for b in range(len(refs))
+    ]
+
+
+@torch.no_grad()
+def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=False):
+    """Runs every teacher over one batch; returns targets[b][k] (``UttTargets``).
+
+    Arguments
+    ---------
+    teachers : list of N Teacher (eval mode, all on one device).
+    wavs : [B, S] float32 padded waveforms; wav_lens : [B] relative lengths.
+    refs : list of B [L_b] int64 reference label ids (no bos/eos).
+    temperature : float, divides logits before every softmax.
+    posteriors : bool, also keep each utterance's CTC log-posteriors [T', V].
+
+    Features are computed once per batch for each distinct feature setting
+    and shared by the teachers that use it.
+    """
+    device = next(teachers[0].model.parameters()).device
+    waveforms = crop_waveforms(wavs, wav_lens)
+    feats_by_key = {}
+    per_teacher = []
+    for teacher in teachers:
+        key = teacher.features_key
+        if key not in feats_by_key:
+            feats_by_key[key] = unpadded_features(waveforms, teacher.features, device)
+        per_teacher.append(
+            _one_teacher(teacher, feats_by_key[key], refs, temperature, posteriors)
+        )
+    return [list(row) for row in zip(*per_teacher, strict=True)]
