@@ -59,6 +59,19 @@ def _load_yaml(text, where):
         raise HparamsError(f"{where}: not valid YAML ({err})") from err
 
 
+def _last_wins(text):
+    """Keeps the last of repeated top-level keys (``--lr 1 --lr 2`` means 2)."""
+    blocks = {}
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            key = line.split(":", 1)[0]
+            blocks.pop(key, None)  # a repeated key moves to the end
+            blocks[key] = [line]
+        elif blocks:
+            blocks[next(reversed(blocks))].append(line)
+    return "\n".join(line for block in blocks.values() for line in block)
+
+
 def _dump_yaml(values):
     """Override values (tags included) back to YAML text."""
     stream = io.StringIO()
@@ -142,7 +155,7 @@ def load_hparams(argv):
     child file) stop with an error naming the key instead of being ignored.
     """
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
-    cli = _load_yaml(overrides_yaml or "", "command-line overrides")
+    cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     try:
         hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))

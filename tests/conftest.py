@@ -86,3 +86,30 @@ def tiny_teachers(mini_corpus, tmp_path_factory):
         )
         for name in ("tea0", "tea3")
     ]
+
+
+@pytest.fixture(scope="session")
+def teacher_list(tiny_teachers, tmp_path_factory):
+    """A teacher list file as users write it: comments, blank lines, paths."""
+    path = tmp_path_factory.mktemp("list") / "teachers.txt"
+    lines = ["# the two tiny teachers", tiny_teachers[0], "", tiny_teachers[1]]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def teacher_store(mini_corpus, teacher_list, tmp_path_factory):
+    """Store of both tiny teachers, made with batch 5 in descending order
+    (stage 3 tests then use another batch size and order on purpose)."""
+    import save_teachers
+
+    out = tmp_path_factory.mktemp("store_a")
+    save_teachers.main(
+        [
+            os.path.join(REPO, "hparams/save_teachers.yaml"), "--data_folder", mini_corpus,
+            "--tea_models_dir", teacher_list, "--output_folder", str(out),
+            "--device", "cpu", "--noprogressbar", "--batch_size", "5",
+            "--sorting", "descending",
+        ]
+    )  # fmt: skip
+    return os.path.join(str(out), "store")

@@ -41,14 +41,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def teacher_list(tiny_teachers, tmp_path_factory):
-    path = tmp_path_factory.mktemp("list") / "teachers.txt"
-    lines = ["# the two tiny teachers", tiny_teachers[0], "", tiny_teachers[1]]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def args(corpus, teachers, out, *extra):
     return [
         "--data_folder", corpus, "--tea_models_dir", teachers,
@@ -73,11 +65,8 @@ def save_subprocess(corpus, teachers, out, *extra, env=None, check=True):
 
 
 @pytest.fixture(scope="module")
-def store_a(mini_corpus, teacher_list, tmp_path_factory):
-    out = tmp_path_factory.mktemp("store_a")
-    return save(
-        mini_corpus, teacher_list, out, "--batch_size", 5, "--sorting", "descending"
-    )
+def store_a(teacher_store):
+    return teacher_store
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,10 @@ def test_interrupted_training_resumes_from_last_checkpoint(mini_corpus, tmp_path
     # Each epoch trained once over the two runs, and the test report exists.
     assert [int(e) for e in re.findall(r"^epoch: (\d+)", train_log, re.M)] == [1, 2, 3]
     assert read_per(out / "per_test.txt") > 0
+
+
+def test_repeated_command_line_option_last_wins(tmp_path):
+    loaded = load_hparams(
+        [TEACHERS[0], "--data_folder", str(tmp_path), "--lr", "0.1", "--lr", "0.2"]
+    )
+    assert loaded.hparams["lr"] == 0.2
