@@ -104,9 +104,10 @@ def teacher_store(mini_corpus, teacher_list, tmp_path_factory):
     import save_teachers
 
     out = tmp_path_factory.mktemp("store_a")
+    yaml = os.path.join(REPO, "hparams/save_teachers.yaml")
     save_teachers.main(
         [
-            os.path.join(REPO, "hparams/save_teachers.yaml"), "--data_folder", mini_corpus,
+            yaml, "--data_folder", mini_corpus,
             "--tea_models_dir", teacher_list, "--output_folder", str(out),
             "--device", "cpu", "--noprogressbar", "--batch_size", "5",
             "--sorting", "descending",
