@@ -8,8 +8,8 @@ it and overrides ``combine_losses`` only.
 
 Hyperparameters it reads: ``model``, ``normalize``, ``compute_features``,
 ``log_softmax``, ``ctc_cost``, ``seq_cost``, ``ctc_weight``, ``speed_perturb`` and
-``wav_augment``, ``valid_beam_size``, ``test_beam_size``, ``bos_index``,
-``eos_index``, ``blank_index``, ``lr_annealing``, ``epoch_counter``,
+``wav_augment``, ``valid_beam_size``, ``test_beam_size``, ``decode_ctc_weight``,
+``bos_index``, ``eos_index``, ``blank_index``, ``lr_annealing``, ``epoch_counter``,
 ``train_logger``, ``per_stats``, ``test_per_file``.
 """
 
@@ -40,6 +40,8 @@ class ASRBrain(sb.Brain):
         model = unwrap(self.modules.model)
         ids = dict(bos_index=self.hparams.bos_index, eos_index=self.hparams.eos_index)
         beam_options = dict(self.hparams.beam_options)
+        beam_options["ctc_weight"] = self.hparams.decode_ctc_weight
+        beam_options["blank_index"] = self.hparams.blank_index
         self.searchers = {
             sb.Stage.VALID: model.searcher(
                 beam_size=self.hparams.valid_beam_size, **ids, **beam_options

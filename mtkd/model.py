@@ -11,6 +11,7 @@ import os
 
 import speechbrain as sb
 import torch
+from speechbrain.decoders.scorer import CTCScorer, ScorerBuilder
 from speechbrain.decoders.seq2seq import S2SRNNBeamSearcher, S2SRNNGreedySearcher
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.CRDNN import CRDNN
@@ -162,8 +163,20 @@ class CTCAttentionASR(torch.nn.Module):
         hidden, _ = self.dec(self.emb(tokens_bos), encoded, wav_lens)
         return self.seq_lin(hidden)
 
-    def searcher(self, bos_index, eos_index, beam_size=1, **options):
-        """A greedy (beam_size 1) or beam searcher over this model's decoder."""
+    def searcher(
+        self,
+        bos_index,
+        eos_index,
+        beam_size=1,
+        ctc_weight=0.0,
+        blank_index=None,
+        **options,
+    ):
+        """A greedy (beam_size 1) or beam searcher over this model's decoder.
+
+        ``ctc_weight`` > 0 (beam only) rescores hypotheses with the CTC head
+        (joint CTC/attention decoding): score = (1 - w) attention + w CTC.
+        """
         common = dict(
             embedding=self.emb,
             decoder=self.dec,
@@ -175,6 +188,11 @@ class CTCAttentionASR(torch.nn.Module):
         )
         if beam_size <= 1:
             return S2SRNNGreedySearcher(**common)
+        if ctc_weight > 0:
+            ctc = CTCScorer(self.ctc_lin, blank_index=blank_index, eos_index=eos_index)
+            options["scorer"] = ScorerBuilder(
+                full_scorers=[ctc], weights={"ctc": ctc_weight}
+            )
         return S2SRNNBeamSearcher(beam_size=beam_size, **common, **options)
 
 
