@@ -60,7 +60,6 @@ Output: a markdown table on stdout and a JSON file (``--json``, default
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -167,7 +166,14 @@ DEFAULTS = {
     "quiet": False,
     **STUDENT_SIZES,
 }
-QUICK = {"teachers": (1, 10), "steps": 3, "rounds": 1, "warmup": 1}
+QUICK = {
+    "teachers": (1, 10),
+    "steps": 2,
+    "rounds": 1,
+    "warmup": 1,
+    "n_batches": 2,
+    "component_repeats": 2,
+}
 
 
 def log(options, *args):
@@ -491,8 +497,8 @@ def time_configs(sup, kd, configs, sup_batches, options):
                 record[f"{kind}_rounds"].append(median_ms(got[kind]))
             log(
                 options,
-                f"  round {r + 1}/{options['rounds']} {c['name']:<28} "
-                f"sup {median_ms(got['sup']):7.1f} ms  kd {median_ms(got['kd']):7.1f} ms",
+                f"  round {r + 1}/{options['rounds']} {c['name']:<28} sup "
+                f"{median_ms(got['sup']):7.1f} ms  kd {median_ms(got['kd']):7.1f} ms",
             )
     return times
 
@@ -841,9 +847,8 @@ def markdown(result):
             f"{g['worst_ratio']:.3f} vs <= {g['goal']:.2f}: "
             f"{'met' if g['met'] else 'NOT met'}"
         )
-    lines.append(
-        f"(The original recipe measured {result['original_recipe_ratio_N10']} at N = 10.)"
-    )
+    original = result["original_recipe_ratio_N10"]
+    lines.append(f"(The original recipe measured {original} at N = 10.)")
     return "\n".join(lines)
 
 

@@ -66,6 +66,7 @@ def build_label_encoder(hparams, path=None):
         [PHONE_SETS[hparams["phn_set"]]], sequence_input=True
     )
     check_label_count(label_encoder, hparams["output_neurons"], path)
+    label_encoder.expect_len(hparams["output_neurons"])
     if os.path.exists(path):
         saved = CTCTextEncoder()
         saved.load(path)
