@@ -168,6 +168,7 @@ DEFAULTS = {
 }
 QUICK = {
     "teachers": (1, 10),
+    "variants": ("disagree",),
     "steps": 2,
     "rounds": 1,
     "warmup": 1,
