@@ -22,9 +22,9 @@ import os
 import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import infer_device, run_on_main
+from speechbrain.utils.distributed import infer_device
 
-from mtkd.data import SPLITS, prepare_datasets
+from mtkd.data import SPLITS, prepare_datasets, prepare_manifests
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.teacher_store import (
     StoreError,
@@ -48,7 +48,6 @@ from mtkd.teachers import (
     pipeline_label_keys,
     teacher_checksum,
 )
-from timit_prepare import prepare_timit
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +120,7 @@ def main(argv):
     hparams = loaded.hparams
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
-    run_on_main(
-        prepare_timit,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "phn_set": hparams["phn_set"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    prepare_manifests(hparams)
 
     # The teachers: every line checked (files, shared labels) before any work.
     list_file = hparams["tea_models_dir"]

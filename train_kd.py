@@ -19,7 +19,12 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
-from mtkd.data import BASE_OUTPUT_KEYS, prepare_datasets, train_loader_kwargs
+from mtkd.data import (
+    BASE_OUTPUT_KEYS,
+    prepare_datasets,
+    prepare_manifests,
+    train_loader_kwargs,
+)
 from mtkd.distill import (
     TEACHER_KEY,
     KDBatch,
@@ -33,7 +38,6 @@ from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
 from mtkd.teacher_store import TeacherStore
-from timit_prepare import prepare_timit
 
 
 def check_kd_keys(hparams):
@@ -58,17 +62,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
-    run_on_main(
-        prepare_timit,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "phn_set": hparams["phn_set"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    prepare_manifests(hparams)
     datasets, label_encoder = prepare_datasets(hparams)
     store = TeacherStore(hparams["tea_infer_dir"])
     check_store_matches(store, hparams, label_encoder)

@@ -23,11 +23,10 @@ import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
 from mtkd.brain import ASRBrain
-from mtkd.data import prepare_datasets, train_loader_kwargs
+from mtkd.data import prepare_datasets, prepare_manifests, train_loader_kwargs
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
-from timit_prepare import prepare_timit
 
 
 def main(argv):
@@ -36,17 +35,7 @@ def main(argv):
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
-    run_on_main(
-        prepare_timit,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_json_train": hparams["train_annotation"],
-            "save_json_valid": hparams["valid_annotation"],
-            "save_json_test": hparams["test_annotation"],
-            "phn_set": hparams["phn_set"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    prepare_manifests(hparams)
     datasets, label_encoder = prepare_datasets(hparams)
 
     brain = ASRBrain(

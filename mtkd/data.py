@@ -7,14 +7,34 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.distributed import run_on_main
 
 from mtkd import RecipeError
-from timit_prepare import PHONE_SETS
+from timit_prepare import PHONE_SETS, prepare_timit
 
 SPLITS = ("train", "valid", "test")
 SORTINGS = ("ascending", "descending", "random")
 # What the supervised losses need; stages add their own keys to these.
 BASE_OUTPUT_KEYS = ["id", "sig", "phn_encoded", "phn_encoded_eos", "phn_encoded_bos"]
+
+
+def prepare_manifests(hparams):
+    """Writes the TIMIT manifests named in ``hparams`` (main process only).
+
+    Every stage prepares its own manifests so it can run on its own; the
+    preparation skips itself when the same options were already prepared.
+    """
+    run_on_main(
+        prepare_timit,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_json_train": hparams["train_annotation"],
+            "save_json_valid": hparams["valid_annotation"],
+            "save_json_test": hparams["test_annotation"],
+            "phn_set": hparams["phn_set"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
 
 
 def load_datasets(hparams):

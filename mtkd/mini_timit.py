@@ -59,6 +59,14 @@ from pathlib import Path
 
 import numpy as np
 
+from timit_prepare import DEV_SPEAKERS as _DEV_SPEAKERS
+from timit_prepare import (
+    PHONE_MAP_61_39,
+    PHONE_SETS,
+    TEST_SPEAKERS,
+    TIMIT_61_PHONES,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -85,49 +93,12 @@ SAMPLE_RATE = 16000
 MARKER_FILENAME = "MINI_TIMIT.json"
 _FORMAT_VERSION = 1
 
-# TIMIT's 61 phone symbols.
-TIMIT_61_PHONES = tuple(
-    """
-    aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er
-    ey f g gcl h# hh hv ih ix iy jh k kcl l m n ng nx ow oy p pau pcl q r s sh
-    t tcl th uh uw ux v w y z zh
-    """.split()
-)
-
-# Lee & Hon (1989) folding 61 -> 39 ("" = dropped), used for the coverage report.
-FOLD_61_39 = {p: p for p in TIMIT_61_PHONES}
-FOLD_61_39.update(
-    {
-        "ao": "aa",
-        "ax": "ah",
-        "ax-h": "ah",
-        "axr": "er",
-        "hv": "hh",
-        "ix": "ih",
-        "el": "l",
-        "em": "m",
-        "en": "n",
-        "nx": "n",
-        "eng": "ng",
-        "zh": "sh",
-        "ux": "uw",
-        "q": "",
-    }
-)
-for _sil in ("pcl", "tcl", "kcl", "bcl", "dcl", "gcl", "h#", "pau", "epi"):
-    FOLD_61_39[_sil] = "sil"
-_PHONES_39 = frozenset(v for v in FOLD_61_39.values() if v)
-
-# The 50 speakers of TIMIT's standard development set (lower case).
-DEV_SPEAKERS = tuple(
-    """
-    fadg0 faks0 fcal1 fcmh0 fdac1 fdms0 fdrw0 fedw0 fgjd0 fjem0 fjmg0 fjsj0
-    fkms0 fmah0 fmml0 fnmr0 frew0 fsem0 majc0 mbdg0 mbns0 mbwm0 mcsh0 mdlf0
-    mdls0 mdvc0 mers0 mgjf0 mglb0 mgwt0 mjar0 mjfc0 mjsw0 mmdb1 mmdm2 mmjr0
-    mmwh0 mpdf0 mrcs0 mreb0 mrjm4 mrjr0 mroa0 mrtk0 mrws1 mtaa0 mtdt0 mteb0
-    mthc0 mwjg0
-    """.split()
-)
+# TIMIT's symbols, the 61 -> 39 folding (for the coverage report) and the
+# standard dev speakers come from the preparation script, so the corpus and its
+# reader cannot disagree.
+FOLD_61_39 = PHONE_MAP_61_39  # None = dropped (q)
+_PHONES_39 = frozenset(PHONE_SETS[39])
+DEV_SPEAKERS = tuple(sorted(_DEV_SPEAKERS))
 
 # The 24 speakers of TIMIT's core test set with their dialect region.
 CORE_TEST_SPEAKERS = {
@@ -140,6 +111,7 @@ CORE_TEST_SPEAKERS = {
     "mgrt0": "DR7", "mnjm0": "DR7", "fdhc0": "DR7",
     "mjln0": "DR8", "mpam0": "DR8", "fmld0": "DR8",
 }  # fmt: skip
+assert set(CORE_TEST_SPEAKERS) == TEST_SPEAKERS
 
 # One eSpeak NG English accent per dialect region (DR6 is New York City in
 # TIMIT too; the others are simply eSpeak's remaining English accents).
