@@ -219,8 +219,10 @@ def test_merge_ctc_targets_sums_duplicates_and_drops_zero_weights():
     # the threshold applies after merging: utt 0's two copies of [1, 2, 2] at
     # MIN each are kept (2 MIN); utt 1's [4, 1] at MIN alone is dropped
     tiny = MIN_CTC_WEIGHT
-    W = torch.tensor([[tiny, tiny, 1.0 - 2 * tiny], [1.0 - 3 * tiny, tiny, 2 * tiny]])
-    W = W.double()
+    W = torch.tensor(
+        [[tiny, tiny, 1.0 - 2 * tiny], [1.0 - 3 * tiny, tiny, 2 * tiny]],
+        dtype=torch.float64,
+    )
     utt, merged, merged_lens, weights = merge_ctc_targets(hyps, lens, W)
     assert utt.tolist() == [0, 0, 1, 1]
     assert merged.tolist() == [[3, 0, 0], [1, 2, 2], [0, 0, 0], [2, 3, 0]]
