@@ -196,11 +196,6 @@ class CTCAttentionASR(torch.nn.Module):
         return S2SRNNBeamSearcher(beam_size=beam_size, **common, **options)
 
 
-def count_parameters(module):
-    """Number of trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 def make_features(sample_rate=16000, n_fft=400, n_mels=40):
     """The filterbank front end every model of the recipe uses."""
     return Fbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels)
