@@ -31,12 +31,9 @@ Predictions = collections.namedtuple(
 class ASRBrain(sb.Brain):
     """Training, validation and test of one joint CTC/attention recogniser."""
 
-    def on_fit_start(self):
-        """Builds the searchers once the modules are on their device."""
-        super().on_fit_start()
-        self._make_searchers()
-
     def _make_searchers(self):
+        """Greedy/beam searchers over the model's decoder (made on first use,
+        when the modules are on their device)."""
         model = unwrap(self.modules.model)
         ids = dict(bos_index=self.hparams.bos_index, eos_index=self.hparams.eos_index)
         beam_options = dict(self.hparams.beam_options)

@@ -138,9 +138,12 @@ class KDBrain(ASRBrain):
             scope=hp.weight_scope,
             weight_temperature=hp.weight_temperature,
         )
-        # The student is softened by the same temperature as the teachers.
-        p_ctc = torch.log_softmax(predictions.p_ctc / hp.temperature, dim=-1)
-        p_seq = torch.log_softmax(predictions.p_seq / hp.temperature, dim=-1)
+        # The student is softened by the same temperature as the teachers
+        # (its outputs are log-probabilities already: nothing to do at T = 1).
+        p_ctc, p_seq = predictions.p_ctc, predictions.p_seq
+        if hp.temperature != 1:
+            p_ctc = torch.log_softmax(p_ctc / hp.temperature, dim=-1)
+            p_seq = torch.log_softmax(p_seq / hp.temperature, dim=-1)
         kd_ctc = ctc_kd_loss(
             p_ctc,
             predictions.wav_lens,
