@@ -14,6 +14,11 @@ distributions and both per-utterance PERs, keyed by utterance ID: the student
 so a killed run resumes when the same command is run again. The store summary
 (teachers, utterances, PERs, bytes) is printed and written to ``summary_file``.
 
+``--precision fp16`` (GPU) or ``bf16`` runs the teachers under
+``torch.autocast``; the store holds float16 distributions either way. SIGUSR1 or
+SIGTERM (SLURM, see ``slurm/``) drops the part being written and exits with
+status 75; the same command writes it again.
+
 Authors: the project's engineers (after Gao, Parcollet & Lane, 2020).
 """
 
@@ -22,8 +27,8 @@ import os
 import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import infer_device
 
+from mtkd import cluster
 from mtkd.data import SPLITS, prepare_datasets, prepare_manifests
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.teacher_store import (
@@ -118,6 +123,8 @@ def report(hparams, progress):
 def main(argv):
     loaded = load_hparams(argv)
     hparams = loaded.hparams
+    device = cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
+    cluster.exit_on_signal()  # SIGUSR1/SIGTERM: drop the part being written, exit 75
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)
@@ -134,7 +141,6 @@ def main(argv):
     splits = {s: manifest_info(hparams[f"{s}_annotation"]) for s in SPLITS}
     plan, settings = plan_run(hparams, files, options, splits)
 
-    device = loaded.run_opts["device"] or infer_device()
     progress = not loaded.run_opts["noprogressbar"]
     for indices in plan.todo:
         teachers = [
@@ -145,7 +151,8 @@ def main(argv):
         path = os.path.join(hparams["store_folder"], part_file_name(indices))
         logger.info("Writing teachers %s to %s", indices, path)
         loaders = make_loaders(hparams, datasets)
-        write_part(path, teachers, loaders, meta, options, progress)
+        with cluster.autocast(device, loaded.run_opts["precision"]):
+            write_part(path, teachers, loaders, meta, options, progress)
         del teachers  # free them before the next part's teachers are loaded
 
     report(hparams, progress)

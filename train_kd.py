@@ -11,6 +11,11 @@ Teacher targets are looked up by utterance ID, so any batch size, order
 (``sorting: random``), dynamic batching and speed perturbation work. The run
 stops before training if the store does not match this run's data or labels.
 Valid (greedy) and test (beam) are scored on the reference alone, as a teacher.
+
+Several GPUs: ``torchrun --nproc_per_node=G train_kd.py ...`` (SpeechBrain DDP).
+SIGUSR1 or SIGTERM (a SLURM time limit or pre-emption, see ``slurm/``) saves
+a checkpoint at the next batch and exits with status 75; the same command
+resumes there.
 """
 
 import os
@@ -19,6 +24,7 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
+from mtkd import cluster
 from mtkd.data import (
     BASE_OUTPUT_KEYS,
     prepare_datasets,
@@ -59,6 +65,8 @@ def main(argv):
     loaded = load_hparams(argv)
     hparams = loaded.hparams
     check_kd_keys(hparams)
+    cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
+    cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)

@@ -7,6 +7,11 @@ Greedy search on valid (keeps the best checkpoint, drives NewBob), beam search
 on test; the test PER report goes to ``per_test.txt``. Interrupted runs resume
 from their last checkpoint when the same command is run again.
 
+Several GPUs: ``torchrun --nproc_per_node=G train_teacher.py ...`` (SpeechBrain DDP).
+SIGUSR1 or SIGTERM (a SLURM time limit or pre-emption, see ``slurm/``) saves
+a checkpoint at the next batch and exits with status 75; the same command
+resumes there.
+
 The output folder keeps all that stage 2 needs to rebuild this teacher:
 ``hyperparams.yaml`` (every value used), ``save/label_encoder.txt``,
 ``save/model_config.json`` and ``save/CKPT+*/model.ckpt`` (the weights; the
@@ -22,6 +27,7 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
+from mtkd import cluster
 from mtkd.brain import ASRBrain
 from mtkd.data import prepare_datasets, prepare_manifests, train_loader_kwargs
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
@@ -32,6 +38,8 @@ from mtkd.runs import best_checkpoint_model_path
 def main(argv):
     loaded = load_hparams(argv)
     hparams = loaded.hparams
+    cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
+    cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)

@@ -16,10 +16,13 @@ Hyperparameters it reads: ``model``, ``normalize``, ``compute_features``,
 import collections
 import logging
 import os
+import time
 
 import speechbrain as sb
 from speechbrain.decoders.ctc import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process
+
+from mtkd import cluster
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +121,35 @@ class ASRBrain(sb.Brain):
             k: total / max(count, 1) for k, (total, count) in self.loss_parts.items()
         }
 
+    def on_fit_start(self):
+        super().on_fit_start()  # wraps DDP, recovers the last checkpoint
+        cluster.log_resume(self)
+
+    def _wrap_distributed(self):
+        if self.distributed_launch and self.device_type == "cpu":
+            cluster.wrap_ddp_without_sync_batchnorm(self)  # SyncBatchNorm: GPU only
+        else:
+            super()._wrap_distributed()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        # Pre-emption / time limit (mtkd.cluster): checkpoint here, exit, requeue.
+        cluster.checkpoint_and_exit_if_stopping(self, loss, should_step)
+
     def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TEST:
+            cluster.exit_if_stopping(self)
         self.loss_parts = {}
+        # Wall time of each epoch (train + valid) and of the test, in the train
+        # log, so summaries can add them up across interrupted and resumed runs.
+        if stage != sb.Stage.VALID:
+            self.stage_started = time.time()
         if stage != sb.Stage.TRAIN:
             self.per_metrics = self.hparams.per_stats()
             self.ctc_per_metrics = self.hparams.per_stats()
+
+    def elapsed(self):
+        """Seconds since this epoch's training (or the test) started."""
+        return round(time.time() - self.stage_started, 1)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """NewBob and checkpoints on valid; the PER report on test."""
@@ -139,7 +166,7 @@ class ASRBrain(sb.Brain):
             old_lr, new_lr = self.hparams.lr_annealing(selection)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": old_lr},
+                stats_meta={"epoch": epoch, "lr": old_lr, "time_s": self.elapsed()},
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
@@ -149,7 +176,10 @@ class ASRBrain(sb.Brain):
             )
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                stats_meta={
+                    "Epoch loaded": self.hparams.epoch_counter.current,
+                    "time_s": self.elapsed(),
+                },
                 test_stats=stats,
             )
             if if_main_process():

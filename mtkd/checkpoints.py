@@ -13,7 +13,7 @@ import os
 import shutil
 
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 PENDING_SUFFIX = ".pending"
 
@@ -36,6 +36,9 @@ class AtomicCheckpointer(Checkpointer):
         if checkpoint is not None:
             meta = checkpoint.path / METAFNAME
             os.replace(meta.with_name(METAFNAME + PENDING_SUFFIX), meta)
+        # DDP: the other ranks list checkpoints next (save_and_keep_only); they
+        # must see this one published, or they delete (collectively) another set.
+        ddp_barrier()
         return checkpoint
 
     def remove_incomplete(self):

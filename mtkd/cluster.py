@@ -1,0 +1,296 @@
+"""Running the stages on a cluster: GPU preflight, pre-emption, DDP on CPU.
+
+Pre-emption and time limits (SLURM: ``#SBATCH --signal=B:USR1@120`` and
+``--requeue``, see ``slurm/``). ``requeue_on_signal()`` makes SIGUSR1 and
+SIGTERM set a flag; the training loop (``ASRBrain.on_fit_batch_end``) looks at
+it after every batch, and once it is set saves an intra-epoch checkpoint with
+SpeechBrain's own mechanism (through the project's ``AtomicCheckpointer``, so
+the save is complete or invisible) and exits with ``REQUEUE_EXIT_CODE``. The
+sbatch wrapper turns that into ``scontrol requeue``; the requeued job runs the
+same command, which resumes after the last batch trained (SpeechBrain's
+saveable DataLoader skips the batches already seen). Under DDP every rank
+stops at the same batch: the flag is all-reduced each batch.
+
+``preflight(run_opts)`` stops at once, with the fix, when the installed torch
+has no kernels for the GPU found (e.g. V100, sm_70, under the CUDA 13 build
+that PyPI installs) or when a precision cannot run on the device.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+
+import torch
+from speechbrain.utils.distributed import (
+    if_main_process,
+    infer_device,
+    is_distributed_initialized,
+)
+
+from mtkd import RecipeError
+from mtkd.runs import best_checkpoint_model_path
+
+logger = logging.getLogger(__name__)
+
+# EX_TEMPFAIL: "try again later". The sbatch scripts requeue on it.
+REQUEUE_EXIT_CODE = 75
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+# Set by slurm/common.sh: a file to create when stopping for a requeue (under
+# torchrun the job sees torchrun's status, not the ranks' 75).
+REQUEUE_FILE_ENV = "MTKD_REQUEUE_FILE"
+CUDA_INDEX_URL = "https://download.pytorch.org/whl/cu126"
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------
+# Preflight
+
+
+def run_device(run_opts):
+    """The device a stage runs on: ``--device``, else SpeechBrain's guess."""
+    return run_opts["device"] or infer_device()
+
+
+def preflight(run_opts):
+    """Checks device and precision before any work; returns the device string.
+
+    Raises ``RecipeError`` (``ERROR: ...``, exit status 2) for a CUDA device
+    that torch cannot use (not available, or no kernels for its architecture)
+    and for fp16 on CPU.
+    """
+    device = run_device(run_opts)
+    check_precision(run_opts, device)
+    if device.startswith("cuda"):
+        check_cuda_kernels(device)
+    return device
+
+
+def check_precision(run_opts, device):
+    """fp16 autocast needs a GPU (bf16 and fp32 run anywhere)."""
+    asked = {run_opts["precision"], run_opts["eval_precision"]}
+    if "fp16" in asked and not device.startswith("cuda"):
+        raise RecipeError(
+            f"--precision/--eval_precision fp16 needs a CUDA GPU; this run is on "
+            f"{device}. Use --precision bf16 (slow on most CPUs) or fp32 there."
+        )
+
+
+def _arch_number(arch):
+    """'sm_86' -> 86, 'compute_90a' -> 90."""
+    return int(arch.split("_", 1)[1].rstrip("af"))
+
+
+def kernels_fit(capability, arch_list):
+    """Whether a build for ``arch_list`` runs on a GPU of ``capability``.
+
+    Binary kernels (sm_XY) run on GPUs of the same major version and an equal
+    or higher minor one; PTX (compute_XY) is compiled for any newer GPU.
+    """
+    major, minor = capability
+    device = 10 * major + minor
+    for arch in arch_list:
+        code = _arch_number(arch)
+        if arch.startswith("sm_") and code // 10 == major and code <= device:
+            return True
+        if arch.startswith("compute_") and code <= device:
+            return True
+    return False
+
+
+def check_cuda_kernels(device="cuda"):
+    """Stops with the fix if torch cannot run on the GPU ``device``."""
+    if not torch.cuda.is_available():
+        raise RecipeError(
+            f"--device {device} but torch.cuda.is_available() is False (no GPU "
+            f"visible, or a CPU-only torch {torch.__version__}). Check "
+            "CUDA_VISIBLE_DEVICES / the job's GPU request, or use --device cpu."
+        )
+    index = int(device.split(":")[1]) if ":" in device else 0
+    capability = torch.cuda.get_device_capability(index)
+    arch_list = torch.cuda.get_arch_list()
+    if kernels_fit(capability, arch_list):
+        return
+    version = torch.__version__.split("+")[0]
+    sm = f"sm_{capability[0]}{capability[1]}"
+    raise RecipeError(
+        f"The GPU {torch.cuda.get_device_name(index)} ({sm}) has no kernels in "
+        f"the installed torch {torch.__version__} (CUDA {torch.version.cuda}, "
+        f"built for {' '.join(arch_list) or 'no GPU'}). Install the CUDA 12.6 "
+        f"wheels: pip install torch=={version} torchaudio=={version} "
+        f"--index-url {CUDA_INDEX_URL}"
+    )
+
+
+def autocast(device, precision):
+    """``torch.autocast`` for inference at ``precision`` (fp32: a no-op).
+
+    Used by save_teachers.py, which runs teachers outside a Brain; the
+    stored targets are float32 softmaxes, stored as float16 either way.
+    """
+    if precision not in AUTOCAST_DTYPES:
+        return contextlib.nullcontext()
+    device_type = torch.device(device).type
+    return torch.autocast(device_type=device_type, dtype=AUTOCAST_DTYPES[precision])
+
+
+# --------------------------------------------------------------------------
+# Pre-emption: checkpoint at the next batch boundary, exit for requeue
+
+
+class _StopFlag:
+    """Which stop signal this process received (None: none yet)."""
+
+    signum = None
+
+    def handler(self, signum, frame):
+        # Only a flag here: the training loop decides where it is safe to stop.
+        self.signum = signum
+
+
+STOP = _StopFlag()
+
+
+def requeue_on_signal(signals=STOP_SIGNALS):
+    """SIGUSR1/SIGTERM: checkpoint at the next batch, exit REQUEUE_EXIT_CODE."""
+    for sig in signals:
+        signal.signal(sig, STOP.handler)
+
+
+def exit_for_requeue():
+    """Ends the process with REQUEUE_EXIT_CODE (and tells the sbatch wrapper)."""
+    path = os.environ.get(REQUEUE_FILE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+    raise SystemExit(REQUEUE_EXIT_CODE)
+
+
+def exit_on_signal(signals=STOP_SIGNALS):
+    """SIGUSR1/SIGTERM: exit REQUEUE_EXIT_CODE at once (no mid-run state).
+
+    For save_teachers.py: the part being written is dropped (the exception
+    unwinds through its writer) and written again by the requeued job.
+    """
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        logger.warning("%s received: stopping; the job is to be requeued", name)
+        exit_for_requeue()
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
+def stop_requested(device="cpu"):
+    """Whether any process of the run got a stop signal (a collective in DDP:
+    every rank must call it at the same point)."""
+    flag = STOP.signum is not None
+    if not is_distributed_initialized():
+        return flag
+    dev = device if torch.distributed.get_backend() == "nccl" else "cpu"
+    votes = torch.tensor([int(flag)], device=dev)
+    torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+    return bool(votes.item())
+
+
+def _stop_message():
+    name = signal.Signals(STOP.signum).name if STOP.signum else "another rank"
+    return f"stop signal ({name})"
+
+
+def checkpoint_and_exit_if_stopping(brain, loss, should_step):
+    """Called after every training batch (all ranks): on a stop signal, saves
+    an intra-epoch checkpoint and exits with REQUEUE_EXIT_CODE."""
+    if not stop_requested(brain.device) or not should_step:
+        return
+    # Brain.fit would add this batch's loss after the hook: do it now so the
+    # checkpoint's running average counts it, as the data position does.
+    brain.avg_train_loss = brain.update_average(loss.detach(), brain.avg_train_loss)
+    brain._save_intra_epoch_ckpt()  # SpeechBrain's own intra-epoch checkpoint
+    if if_main_process():
+        logger.warning(
+            "%s: saved an intra-epoch checkpoint at epoch %d after batch %d; "
+            "exiting with status %d (requeue; the same command resumes here)",
+            _stop_message(),
+            brain.hparams.epoch_counter.current,
+            brain.step,
+            REQUEUE_EXIT_CODE,
+        )
+    exit_for_requeue()
+
+
+def exit_if_stopping(brain):
+    """Before a long evaluation: exit for requeue if a stop was asked for
+    (the last end-of-epoch checkpoint holds everything)."""
+    if stop_requested(brain.device):
+        if if_main_process():
+            logger.warning(
+                "%s before testing: exiting with status %d (requeue)",
+                _stop_message(),
+                REQUEUE_EXIT_CODE,
+            )
+        exit_for_requeue()
+
+
+def log_resume(brain):
+    """Says where a run resumed from an intra-epoch checkpoint (after recovery)."""
+    if brain.step > 0 and if_main_process():
+        logger.info(
+            "Resuming epoch %d after batch %d (intra-epoch checkpoint)",
+            brain.hparams.epoch_counter.current + 1,
+            brain.step,
+        )
+
+
+# --------------------------------------------------------------------------
+# DDP
+
+
+def wrap_ddp_without_sync_batchnorm(brain):
+    """DDP-wraps the trainable modules as SpeechBrain does, minus SyncBatchNorm.
+
+    SpeechBrain 1.1.2 converts BatchNorm to SyncBatchNorm, which runs on GPUs
+    only; on CPU (gloo) each rank keeps plain BatchNorm, and DDP broadcasts
+    rank 0's statistics at each forward.
+    """
+    ddp = torch.nn.parallel.DistributedDataParallel
+    for name, module in brain.modules.items():
+        if any(p.requires_grad for p in module.parameters()):
+            brain.modules[name] = ddp(
+                module,
+                device_ids=None,
+                find_unused_parameters=brain.find_unused_parameters,
+            )
+
+
+# --------------------------------------------------------------------------
+# The teacher list file for stage 2, from the teachers' output folders
+
+
+def teacher_list_lines(run_folders):
+    """Best ``model.ckpt`` of each teacher run folder (``<output_folder>``)."""
+    lines = []
+    for folder in run_folders:
+        save = os.path.join(folder, "save")
+        try:
+            lines.append(best_checkpoint_model_path(save))
+        except (FileNotFoundError, OSError) as err:
+            raise RecipeError(
+                f"{folder}: no finished teacher there ({err}). Train it first "
+                "(train_teacher.py with --output_folder this folder)."
+            ) from err
+    return lines
+
+
+def write_teacher_list(path, run_folders):
+    """Writes the teacher list file (one model.ckpt per line, in the order of
+    ``run_folders``: line K is teacher K) atomically; returns the lines."""
+    lines = teacher_list_lines(run_folders)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# Written by slurm/teacher_list.py: line K is teacher K.\n")
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+    return lines

@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""The whole recipe in one command: teachers, teacher store, four students.
+
+    python run_demo.py                      # mini corpus, about 25 min on 2 cores
+    python run_demo.py --quick              # tiny smoke run, under 3 minutes
+    python run_demo.py --data_folder /path/to/TIMIT --device cuda
+
+Runs the three stages exactly as a user would, as subprocesses with the same
+command lines (each one is printed, and logged in ``<output_folder>/logs/``):
+
+1. makes the mini corpus (``tools/make_mini_timit.py``) unless ``--data_folder``
+   is given (any TIMIT-format corpus, real TIMIT included);
+2. trains K teachers with ``train_teacher.py hparams/teachers/teaK.yaml``:
+   they differ the way tea0..tea9 do (dropout, depth, width, decoder cell,
+   speed perturbation, seed), at CPU size (see ``teacher_sizes``);
+3. writes the teacher list file and runs ``save_teachers.py``;
+4. trains one student architecture, smaller than the teachers, four times
+   with the same seed and training settings: without distillation
+   (``train_teacher.py``, named student-baseline) and with ``train_kd.py
+   --strategy average | best | weighted``;
+5. writes ``RESULTS.md``, ``results.json`` and ``valid_per.png`` (mtkd/results.py)
+   and prints the table.
+
+Runs without a dependency between them go side by side (``--jobs``, default 2
+on CPU: one torch thread each). A finished run is not redone when the demo is
+run again, an interrupted one resumes from its checkpoint; a run folder made
+with other options is an error (use another ``--output_folder``).
+"""
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+import yaml
+
+from mtkd import RecipeError
+from mtkd.results import (
+    COST_COLUMNS,
+    PLOT_PNG,
+    add_costs,
+    read_run,
+    test_files,
+    write_results,
+)
+from mtkd.runs import best_checkpoint_model_path
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+# Teachers in the order the demo takes them (--num_teachers K takes the first
+# K): the original's teacher 0, then the most different ones.
+TEACHER_ORDER = ["tea0", "tea3", "tea5", "tea9", "tea4", "tea7", "tea6", "tea8"]
+
+# Training settings every run of the demo shares, teachers and students alike
+# (students differ from the baseline by distillation only). Why these and not
+# the original's: at CPU size the attention decoder learns late, so greedy CTC
+# on valid keeps checkpoints and drives NewBob (steady from epoch 2 on), a
+# larger CTC weight and learning rate make the encoder converge within a few
+# hundred updates, and the test search adds CTC scores to the attention beam.
+SHARED_SETTINGS = {
+    "lr": 0.002,
+    "ctc_weight": 0.5,
+    "dec_dropout": 0.1,
+    "selection_metric": "CTC_PER",
+    "valid_beam_size": 1,
+    "test_beam_size": 8,
+    "decode_ctc_weight": 0.4,
+    # The original's eos_threshold 1.5 lets a small model's beam search stop
+    # only when eos is nearly the top label: hypotheses ran to the maximum
+    # length (student test PER 33.8 vs 17.8 with 10, same checkpoint).
+    "beam_options": {
+        "min_decode_ratio": 0.0,
+        "max_decode_ratio": 1.0,
+        "eos_threshold": 10.0,
+    },
+    "time_pooling_size": 3,
+    "num_workers": 0,
+}
+# The student's own keys, also given to the baseline (train_kd.yaml sets the
+# original student's dropout 0.25, CTC weight 0.1 and lr 5e-4 otherwise).
+STUDENT_SETTINGS = {"dropout": 0.15, "speed_perturb": False, "batch_size": 8}
+KD_SETTINGS = {"alpha": 0.5, "temperature": 1.0, "pretrain": False}
+STRATEGIES = ("average", "best", "weighted")
+STUDENT_SEED = 2000  # train_kd.yaml's
+
+DEMO = {
+    "preset": "demo",
+    "num_teachers": 3,
+    "teacher_width": 96,
+    "student_width": 64,
+    "teacher_epochs": 12,
+    "student_epochs": 12,
+}
+QUICK = {
+    "preset": "tiny",
+    "num_teachers": 2,
+    "teacher_width": 24,
+    "student_width": 16,
+    "teacher_epochs": 1,
+    "student_epochs": 1,
+}
+QUICK_SETTINGS = {"test_beam_size": 2, "lr": 0.003}
+
+
+class DemoError(RecipeError):
+    """A demo run that cannot go on (failed stage, stale folder)."""
+
+
+def flags(settings):
+    """{key: value} -> ["--key", "value", ...] as the scripts take them."""
+    out = []
+    for key, value in settings.items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip()
+        out += [f"--{key}", text.removesuffix("\n...").strip()]
+    return out
+
+
+def teacher_file_values(name):
+    """The keys hparams/teachers/<name>.yaml changes (plain values only)."""
+    with open(os.path.join(REPO, "hparams", "teachers", f"{name}.yaml")) as f:
+        values = yaml.safe_load(f)
+    values.pop("base", None)
+    return values
+
+
+def teacher_sizes(name, width):
+    """CPU-sized architecture of teacher ``name``, keeping its differences.
+
+    Paper sizes scale by ``width / 512``: tea0's 4 x 512 LiGRU and 2 x 512 DNN
+    become 2 x ``width`` and 1 x ``width``; one RNN layer more (tea3, tea8) stays
+    one more, 320 neurons (tea5, tea6) become 320/512 of ``width``, one CNN block
+    fewer (tea6) stays one fewer; dropout, decoder cell, batch size, speed
+    perturbation and seed are the teacher file's own.
+    """
+    own = teacher_file_values(name)
+    scale = width / 512
+    sizes = {
+        "cnn_blocks": own.get("cnn_blocks", 2) - 1,
+        "cnn_channels": [16],
+        "rnn_layers": own.get("rnn_layers", 4) - 2,
+        "rnn_neurons": round(own.get("rnn_neurons", 512) * scale),
+        "dnn_blocks": 1,
+        "dnn_neurons": round(own.get("dnn_neurons", 512) * scale),
+        "emb_size": 32,
+        "dec_neurons": width,
+        "attn_dim": width,
+    }
+    return sizes
+
+
+def student_sizes(width):
+    """The student: tea0's shape at CPU size, narrower than the teachers."""
+    return {
+        "cnn_blocks": 1,
+        "cnn_channels": [16],
+        "rnn_layers": 2,
+        "rnn_neurons": width,
+        "dnn_blocks": 1,
+        "dnn_neurons": width,
+        "emb_size": 32,
+        "dec_neurons": width,
+        "attn_dim": width,
+    }
+
+
+class Job:
+    """One stage run: a command line, where it writes, what it waits for."""
+
+    def __init__(self, name, argv, folder, done_file, after=(), log_file=None):
+        self.name, self.argv, self.folder = name, argv, folder
+        self.done_file, self.after = done_file, list(after)
+        self.log_file = log_file
+        self.proc = self.started = None
+        self.log_lines_seen = 0
+        self.prepare = None  # called right before starting (teacher list file)
+
+    @property
+    def command(self):
+        return shlex.join([os.path.basename(sys.executable), *self.argv])
+
+    def is_done(self):
+        return os.path.isfile(self.done_file)
+
+
+def check_same_command(job):
+    """A run folder remembers its command; another command there is an error."""
+    path = os.path.join(job.folder, "demo_command.txt")
+    if os.path.isfile(path):
+        with open(path) as f:
+            before = f.read().strip()
+        if before != job.command:
+            raise DemoError(
+                f"{job.folder} was made by another command:\n  {before}\n"
+                f"not\n  {job.command}\nRemove that folder or give another "
+                "--output_folder."
+            )
+    else:
+        os.makedirs(job.folder, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(job.command + "\n")
+
+
+class Scheduler:
+    """Runs jobs as subprocesses, ``jobs`` at a time, in dependency order."""
+
+    def __init__(self, jobs, parallel, env, say):
+        self.jobs, self.parallel, self.env, self.say = jobs, parallel, env, say
+        self.t0 = time.time()
+
+    def clock(self):
+        minutes, seconds = divmod(int(time.time() - self.t0), 60)
+        return f"{minutes:3d}:{seconds:02d}"
+
+    def run(self):
+        pending = [job for job in self.jobs if not self.skip(job)]
+        done = {job.name for job in self.jobs if job.is_done()}
+        running = []
+        while pending or running:
+            for job in list(pending):
+                if len(running) >= self.parallel:
+                    break
+                if all(name in done for name in job.after):
+                    pending.remove(job)
+                    self.start(job)
+                    running.append(job)
+            time.sleep(2)
+            for job in list(running):
+                self.show_progress(job)
+                if job.proc.poll() is None:
+                    continue
+                running.remove(job)
+                self.finish(job, running)
+                done.add(job.name)
+
+    def skip(self, job):
+        if job.is_done():
+            check_same_command(job)
+            self.say(f"{self.clock()}  {job.name}: already done ({job.folder})")
+            return True
+        return False
+
+    def start(self, job):
+        if job.prepare:
+            job.prepare()
+        check_same_command(job)
+        self.say(f"{self.clock()}  {job.name}: start\n           $ {job.command}")
+        os.makedirs(os.path.dirname(job.log_file), exist_ok=True)
+        log = open(job.log_file, "a")
+        job.proc = subprocess.Popen(
+            [sys.executable, *job.argv],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        job.started = time.time()
+
+    def show_progress(self, job):
+        """Prints the new epoch lines of the run's train log, shortened."""
+        path = os.path.join(job.folder, "train_log.txt")
+        if not os.path.isfile(path):
+            return
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for line in lines[job.log_lines_seen :]:
+            self.say(f"{self.clock()}  {job.name}: {short_log_line(line)}")
+        job.log_lines_seen = len(lines)
+
+    def finish(self, job, running):
+        seconds = time.time() - job.started
+        if job.proc.returncode == 0 and job.is_done():
+            self.say(f"{self.clock()}  {job.name}: done in {seconds:.0f} s")
+            return
+        for other in running:
+            other.proc.terminate()
+        with open(job.log_file) as f:
+            tail = "".join(f.readlines()[-25:])
+        raise DemoError(
+            f"{job.name} failed (exit {job.proc.returncode}) after {seconds:.0f} s."
+            f" Its log: {job.log_file}\n--- last lines ---\n{tail}"
+            "Fix the cause and run the demo again: finished runs are kept, "
+            "the failed one resumes from its last checkpoint."
+        )
+
+
+def short_log_line(line):
+    """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid ..., valid CTC_PER:
+    43.02' -> 'epoch 3: valid PER 105.0, CTC PER 43.02 (28 s)'."""
+    parts = dict(
+        (k.strip(), v.strip())
+        for k, v in (
+            item.split(":", 1)
+            for chunk in line.split(" - ")
+            for item in chunk.split(", ")
+            if ":" in item
+        )
+    )
+    if "epoch" in parts:
+        return (
+            f"epoch {parts['epoch']}: valid PER {parts.get('valid PER', '?')}, "
+            f"CTC PER {parts.get('valid CTC_PER', '?')} ({parts.get('time_s', '?')} s)"
+        )
+    if "test PER" in parts:
+        return f"test PER {parts['test PER']}, CTC PER {parts.get('test CTC_PER', '?')}"
+    return line
+
+
+def build_jobs(args, data_folder):
+    """The demo's runs, in the order they should start."""
+    out = os.path.abspath(args.output_folder)
+    logs = os.path.join(out, "logs")
+    shared = {**SHARED_SETTINGS, **(QUICK_SETTINGS if args.quick else {})}
+    common = ["--data_folder", data_folder, "--device", args.device]
+    common += ["--noprogressbar"]
+    teachers = args.teachers or TEACHER_ORDER[: args.num_teachers]
+    jobs = []
+
+    for name in teachers:
+        folder = os.path.join(out, "teachers", name)
+        settings = {
+            **shared,
+            **teacher_sizes(name, args.teacher_width),
+            "number_of_epochs": args.teacher_epochs,
+            "seed": teacher_file_values(name)["seed"] + args.seed,
+        }
+        argv = ["train_teacher.py", f"hparams/teachers/{name}.yaml", *common]
+        argv += ["--output_folder", folder, *flags(settings)]
+        jobs.append(
+            Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+                log_file=os.path.join(logs, f"{name}.log"))
+        )  # fmt: skip
+    teacher_jobs = [job.name for job in jobs]
+
+    student = {
+        **shared,
+        **STUDENT_SETTINGS,
+        **student_sizes(args.student_width),
+        "number_of_epochs": args.student_epochs,
+        "seed": STUDENT_SEED + args.seed,
+    }
+    folder = os.path.join(out, "students", "baseline")
+    argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
+    argv += ["--output_folder", folder, "--teacher_name", "student-baseline"]
+    argv += flags(student)
+    jobs.append(
+        Job("student-baseline", argv, folder, os.path.join(folder, "per_test.txt"),
+            log_file=os.path.join(logs, "student-baseline.log"))
+    )  # fmt: skip
+
+    store_folder = os.path.join(out, "save_teachers")
+    list_file = os.path.join(out, "teachers.txt")
+    argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
+    argv += ["--tea_models_dir", list_file, "--output_folder", store_folder]
+    save = Job(
+        "save_teachers", argv, store_folder,
+        os.path.join(store_folder, "store_summary.json"), after=teacher_jobs,
+        log_file=os.path.join(logs, "save_teachers.log"),
+    )  # fmt: skip
+    teacher_folders = [job.folder for job in jobs[: len(teacher_jobs)]]
+    save.prepare = lambda: write_teacher_list(list_file, teacher_folders)
+    jobs.append(save)
+
+    for strategy in STRATEGIES:
+        folder = os.path.join(out, "students", strategy)
+        argv = ["train_kd.py", "hparams/train_kd.yaml", *common]
+        argv += ["--output_folder", folder, "--strategy", strategy]
+        argv += ["--tea_infer_dir", os.path.join(store_folder, "store")]
+        argv += flags({**student, **KD_SETTINGS})
+        jobs.append(
+            Job(f"student-{strategy}", argv, folder,
+                os.path.join(folder, "per_test.txt"), after=["save_teachers"],
+                log_file=os.path.join(logs, f"student-{strategy}.log"))
+        )  # fmt: skip
+    return jobs
+
+
+def write_teacher_list(list_file, teacher_folders):
+    """The teacher list file of stage 2: each teacher's best model.ckpt."""
+    lines = ["# Written by run_demo.py: the best valid checkpoint of each teacher"]
+    lines += [
+        best_checkpoint_model_path(os.path.join(f, "save")) for f in teacher_folders
+    ]
+    tmp = list_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, list_file)
+
+
+def make_corpus(args, say):
+    """The mini corpus in TIMIT's layout (made once; same seed, same bytes)."""
+    corpus = os.path.join(os.path.abspath(args.output_folder), "TIMIT")
+    if os.path.isfile(os.path.join(corpus, "MINI_TIMIT.json")):
+        say(f"mini corpus: {corpus} (already made)")
+        return corpus
+    argv = ["tools/make_mini_timit.py", corpus, "--preset", args.preset]
+    argv += ["--seed", str(args.corpus_seed), "--quiet"]
+    say(f"mini corpus: making it\n           $ {shlex.join(['python', *argv])}")
+    t0 = time.time()
+    subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
+    say(f"mini corpus: done in {time.time() - t0:.0f} s")
+    return corpus
+
+
+def machine_line(args):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(x.split(":", 1)[1].strip() for x in f if "model name" in x)
+    except (OSError, StopIteration):
+        pass
+    line = f"{os.cpu_count()} CPU cores ({cpu})"
+    if args.device.startswith("cuda"):
+        import torch
+
+        line += f", GPU {torch.cuda.get_device_name(0)}"
+    return line
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (<3 min)")
+    parser.add_argument(
+        "--data_folder",
+        help="a TIMIT-format corpus (default: the mini corpus, made if absent)",
+    )
+    parser.add_argument("--output_folder", help="default: results/demo[_quick]")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--jobs", type=int, help="runs side by side (CPU default 2)")
+    parser.add_argument("--num_teachers", type=int, help="default: 3 (quick: 2)")
+    parser.add_argument(
+        "--teachers", nargs="+", choices=[f"tea{k}" for k in range(10)],
+        help=f"teacher files to use (default: the first K of {TEACHER_ORDER})",
+    )  # fmt: skip
+    for key in ("teacher_width", "student_width", "teacher_epochs", "student_epochs"):
+        parser.add_argument(f"--{key}", type=int, help=f"default: {DEMO[key]}")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="added to every run's seed (teacher K: 1000 + K, students: 2000)",
+    )  # fmt: skip
+    parser.add_argument("--corpus_seed", type=int, default=1234)
+    parser.add_argument(
+        "--cost_files", type=int,
+        help="test files decoded to time each model (0: no size/speed columns;"
+        " default 8, quick 2)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else DEMO
+    for key, value in preset.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.cost_files is None:
+        args.cost_files = 2 if args.quick else 8
+    if args.output_folder is None:
+        args.output_folder = "results/demo_quick" if args.quick else "results/demo"
+    if args.jobs is None:
+        args.jobs = 1 if args.device.startswith("cuda") else min(2, os.cpu_count())
+    if args.teachers is None and not 1 <= args.num_teachers <= len(TEACHER_ORDER):
+        parser.error(f"--num_teachers must be 1 to {len(TEACHER_ORDER)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+
+    def say(text):
+        print(text, flush=True)
+
+    data_folder = args.data_folder or make_corpus(args, say)
+    jobs = build_jobs(args, os.path.abspath(data_folder))
+    # One intra-op thread per run on CPU (two runs on two cores measured 2x
+    # faster than two threads each fighting for them).
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    say(f"{len(jobs)} runs, {args.jobs} at a time, {threads} torch thread(s) each")
+    Scheduler(jobs, args.jobs, env, say).run()
+
+    runs = [read_run(job.folder) for job in jobs if job.name != "save_teachers"]
+    columns = ()
+    if args.cost_files:
+        # Size and speed of every model, measured the same way one after the
+        # other here (mtkd.export.model_cost), on the same test files.
+        say(f"size and real-time factor of {len(runs)} models ...")
+        files = test_files(runs[0], args.cost_files)
+        add_costs(runs, files, args.device, repeats=1 if args.quick else 3)
+        columns = COST_COLUMNS
+    minutes = (time.time() - t0) / 60
+    preamble = [
+        f"`python {shlex.join(['run_demo.py', *(argv or sys.argv[1:])])}` on "
+        f"{machine_line(args)}: {minutes:.1f} min this time (runs already done "
+        "are not redone). Wall times below are each run's own (epochs and test).",
+        f"Data: {data_folder}. Teachers: {', '.join(j.name for j in jobs[:-5])}; "
+        f"students: seed {STUDENT_SEED + args.seed}, width {args.student_width}, alpha "
+        f"{KD_SETTINGS['alpha']}, temperature {KD_SETTINGS['temperature']}.",
+    ]
+    out = os.path.abspath(args.output_folder)
+    table = write_results(runs, out, "Demo results", preamble, columns)
+    say("\n" + table)
+    say(f"Written: {out}/RESULTS.md, results.json, {PLOT_PNG}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (RecipeError, subprocess.CalledProcessError) as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)

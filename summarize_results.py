@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""The results table and plot for any set of finished runs.
+
+    python summarize_results.py results/tea*/* results/student_*/* --out results/summary
+    python summarize_results.py results/            # every run found below it
+
+Each DIR is the output folder of a ``train_teacher.py`` or ``train_kd.py`` run,
+or a folder searched (recursively) for them. Reads only what the scripts
+already write (``hyperparams.yaml``, ``train_log.txt``, ``per_test.txt``,
+``save/model_config.json``): real TIMIT runs, the demo's runs, any mix. Writes
+``RESULTS.md``, ``results.json`` and ``valid_per.png`` to ``--out`` (default:
+the current folder) and prints the table. Teachers come first, then students.
+``--cost`` adds each model's checkpoint size and real-time factor on CPU, all
+measured the same way in this one process (``mtkd.results.add_costs``).
+"""
+
+import argparse
+import os
+import sys
+
+from mtkd import RecipeError
+from mtkd.results import (
+    COST_COLUMNS,
+    PLOT_PNG,
+    add_costs,
+    test_files,
+    write_results,
+)
+from mtkd.results import read_run as read_one_run
+
+RUN_FILES = ("hyperparams.yaml", "train_log.txt")
+
+
+def find_runs(paths):
+    """Run folders named or found below ``paths`` (those holding a train log
+    and resolved hyperparameters), each once, in a stable order."""
+    found = []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise RecipeError(f"{path}: no such folder.")
+        if all(os.path.isfile(os.path.join(path, f)) for f in RUN_FILES):
+            found.append(os.path.abspath(path))
+            continue
+        below = sorted(
+            os.path.abspath(root)
+            for root, _, files in os.walk(path)
+            if all(f in files for f in RUN_FILES)
+        )
+        if not below:
+            raise RecipeError(
+                f"{path}: no run folder in it (a folder with {' and '.join(RUN_FILES)}"
+                ", as train_teacher.py and train_kd.py write)."
+            )
+        found += below
+    return list(dict.fromkeys(found))
+
+
+def sort_key(run):
+    """Teachers, then the baseline student, then the others, by name and seed."""
+    return (
+        run["kind"] != "teacher",
+        run["name"] != "student-baseline",
+        run["name"],
+        run["seed"] or 0,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR")
+    parser.add_argument("--out", default=".", help="where the files go (default: .)")
+    parser.add_argument("--title", default="Results")
+    parser.add_argument(
+        "--cost", action="store_true",
+        help="add checkpoint size and real-time factor (decodes test files)",
+    )  # fmt: skip
+    parser.add_argument("--cost_files", type=int, default=8, help="default: 8")
+    parser.add_argument("--cost_repeats", type=int, default=3, help="default: 3")
+    parser.add_argument("--device", default="cpu", help="for --cost (default: cpu)")
+    args = parser.parse_args(argv)
+    runs = [read_one_run(folder) for folder in find_runs(args.dirs)]
+    runs.sort(key=sort_key)
+    columns = ()
+    if args.cost:
+        files = test_files(runs[0], args.cost_files)
+        add_costs(runs, files, args.device, args.cost_repeats)
+        columns = COST_COLUMNS
+    print(write_results(runs, args.out, args.title, extra_columns=columns))
+    print(f"Written: {args.out}/RESULTS.md, results.json, {PLOT_PNG}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RecipeError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,234 @@
+"""The benchmark suite (bench/run_all.py and its new parts) at toy scale."""
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import REPO
+
+BENCH = os.path.join(REPO, "bench")
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+import prepare_speed  # noqa: E402
+import run_all  # noqa: E402
+import save_throughput  # noqa: E402
+
+import mtkd.teachers  # noqa: E402
+from mtkd.model import CTCAttentionASR  # noqa: E402
+
+
+def test_prepare_speed_small_layouts(tmp_path):
+    result = prepare_speed.run(
+        layouts=("ldc", "riff_copy"), repeats=2, workdir=str(tmp_path), full=False
+    )
+    assert result["repeats"] == 2 and not result["full_size"]
+    for layout in ("ldc", "riff_copy"):
+        r = result["layouts"][layout]
+        # fake_timit full=False: 8 train, 4 dev, 4 core test, 2 other speakers.
+        assert r["utterances_on_disk"] == (8 + 4 + 4 + 2) * 10
+        assert r["manifest_counts"] == {"train": 64, "valid": 32, "test": 32}
+        assert len(r["seconds"]) == 2 and all(s > 0 for s in r["seconds"])
+        assert min(r["seconds"]) <= r["median_seconds"] <= max(r["seconds"])
+        assert r["utterances_on_disk_per_second"] > 0
+        assert r["rerun_skip_seconds"] >= 0
+    assert "| ldc | 180 | 64/32/32 |" in prepare_speed.markdown(result)
+    assert not os.listdir(tmp_path)  # the corpora are removed
+
+
+def test_save_throughput_on_tiny_teachers(mini_corpus, tiny_teachers, tmp_path):
+    # One teacher keeps it short; the figures are per teacher anyway.
+    teacher_list = tmp_path / "one_teacher.txt"
+    teacher_list.write_text(tiny_teachers[1] + "\n")
+    originals = (mtkd.teachers.unpadded_features, CTCAttentionASR.ctc_logits)
+    result = save_throughput.run(
+        mini_corpus, str(teacher_list), repeats=2, workdir=str(tmp_path / "work")
+    )
+    # The library is left as it was.
+    assert (mtkd.teachers.unpadded_features, CTCAttentionASR.ctc_logits) == originals
+    assert result["teachers"] == 1 and result["utterances"] == 80
+    assert result["audio_seconds"] > 60  # the tiny corpus: 0.083 h in all
+    assert len(result["runs"]) == 2
+    for r in [*result["runs"], result["median"]]:
+        assert r["throughput"] > 0 and r["wall_s"] > 0
+        assert 0.0 < r["forward_s"] < r["wall_s"]
+        assert 0.0 <= r["share_not_forward"] <= 1.0
+        assert 0.0 <= r["share_not_forward_in_write_part"] <= r["share_not_forward"]
+    run = result["runs"][0]
+    # The teacher runs once per batch of 8 (48/16/16 utterances), its CTC head
+    # once per utterance.
+    n_batches = sum(-(-n // 8) for n in (48, 16, 16))
+    assert run["calls"]["teacher_targets"] == n_batches
+    assert run["calls"]["encoder"] == n_batches
+    assert run["calls"]["ctc_head"] == 80
+    parts = run["parts_s"]
+    assert parts["teacher_targets"] <= parts["write_part"] <= run["wall_s"]
+    forward = sum(parts[k] for k in save_throughput.FORWARD_PARTS)
+    assert forward == pytest.approx(run["forward_s"])
+    assert forward <= parts["teacher_targets"]
+    audio, teachers = result["audio_seconds"], result["teachers"]
+    assert run["throughput"] == pytest.approx(audio * teachers / run["wall_s"])
+    assert "audio s per s per teacher" in save_throughput.markdown(result)
+
+
+def fake_results(store_ratio, kd_ratios):
+    """Made-up benchmark outputs in the shape the modules return."""
+    store = {
+        "teachers": 2,
+        "hours": 0.5,
+        "batch_size": 8,
+        "store_bytes": 4e6,
+        "original_bytes": 4e6 * store_ratio,
+        "store_bytes_per_teacher_hour": 4e6,
+        "original_bytes_per_teacher_hour": 4e6 * store_ratio,
+        "ratio": store_ratio,
+        "targets_vs_unpadded_original": {
+            "pairs": 10,
+            "hyp_equal": 10,
+            "att_max_abs_diff": 2e-4,
+        },
+        "targets_vs_padded_original": {"pairs": 10, "hyp_equal": 6},
+    }
+    kd = {
+        "rows": [
+            {
+                "teachers": n,
+                "variant": variant,
+                "strategy": strategy,
+                "ratio": ratio,
+                "ratio_cpu": ratio,
+                "supervised_ms": 800.0,
+                "kd_ms": 800.0 * ratio,
+                "pairs_ms": [[1, 1, 1, 1]] * 6,
+            }
+            for (n, variant, strategy), ratio in kd_ratios.items()
+        ]
+    }
+    save = {
+        "teachers": 2,
+        "audio_seconds": 300.0,
+        "utterances": 80,
+        "batch_size": 8,
+        "repeats": 3,
+        "runs": [],
+        "median": {
+            "throughput": 40.0,
+            "share_not_forward": 0.3,
+            "share_not_forward_in_write_part": 0.1,
+        },
+    }
+    prepare = {
+        "repeats": 3,
+        "layouts": {
+            "ldc": {
+                "utterances_on_disk": 6300,
+                "manifest_counts": {"train": 3696, "valid": 400, "test": 192},
+                "median_seconds": 1.2,
+            }
+        },
+    }
+    outputs = {
+        "store_size": store,
+        "kd_step": kd,
+        "save_throughput": save,
+        "prepare_speed": prepare,
+    }
+    return {
+        "command": "python bench/run_all.py --quick",
+        "started": "2026-01-01T00:00:00+00:00",
+        "seconds": 120.0,
+        "setup_seconds": 30.0,
+        "machine": {
+            "cpu_model": "AMD EPYC",
+            "cpu_cores": 2,
+            "memory_gib": 23.4,
+            "device_name": "cpu (no GPU)",
+            "torch": "2.11.0",
+            "speechbrain": "1.1.2",
+            "torch_threads": 1,
+        },
+        "benchmarks": {
+            name: run_all.SUMMARISE[name](out) for name, out in outputs.items()
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "store_ratio, n10, n100, store_met, kd_met",
+    [
+        (12.0, (1.02, 1.04), (1.3, 1.45), True, True),  # everything met
+        (8.0, (1.02, 1.06), (1.3, 1.45), False, False),  # one strategy over at N10
+        (10.0, (1.05, 1.0), (1.2, 1.51), True, False),  # goals inclusive; N100 over
+    ],
+)
+def test_report_goals_met_or_not(tmp_path, store_ratio, n10, n100, store_met, kd_met):
+    kd_ratios = {(1, "disagree", "average"): 0.98, (1, "disagree", "best"): 2.0}
+    for n, ratios in ((10, n10), (100, n100)):
+        for strategy, ratio in zip(("average", "weighted"), ratios, strict=True):
+            kd_ratios[(n, "disagree", strategy)] = ratio
+        kd_ratios[(n, "agree", "average")] = 9.0  # not judged
+    results = fake_results(store_ratio, kd_ratios)
+    json_path, md_path = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    text = run_all.write_results(results, str(json_path), str(md_path), {"x": "y"})
+
+    saved = json.loads(json_path.read_text())
+    assert md_path.read_text() == text
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]  # renamed
+    assert saved["goals_met"] == {"store_size": store_met, "kd_step": kd_met}
+    kd = saved["benchmarks"]["kd_step"]
+    assert kd["goals"]["N10"]["met"] == (max(n10) <= 1.05)
+    assert kd["goals"]["N100"]["met"] == (max(n100) <= 1.5)
+    assert kd["goals"]["N1"]["met"] is None  # no goal at N = 1
+    assert kd["goals"]["N1"]["worst_ratio"] == 2.0
+    assert kd["goals"]["N10"]["worst_ratio"] == max(n10)
+    assert kd["repeats"] == 6
+    store = saved["benchmarks"]["store_size"]
+    assert store["met"] == store_met and store["medians"]["ratio"] == store_ratio
+    assert saved["benchmarks"]["save_throughput"]["met"] is None
+
+    rows = {(r["benchmark"], r["figure"].split(" (")[0]): r for r in kd["rows"]}
+    assert rows[("kd_step", "KD step / supervised step, N = 100")]["met"] == (
+        max(n100) <= 1.5
+    )
+    # The markdown table: one line per row, met as yes / **no** / -.
+    assert "| benchmark | figure | measured | goal | met |" in text
+    ratio_line = next(x for x in text.splitlines() if "| original / store |" in x)
+    assert ratio_line.endswith("| yes |" if store_met else "| **no** |")
+    assert f"{store_ratio:.1f}x" in ratio_line and ">= 10x" in ratio_line
+    lines = text.splitlines()
+    n100_line = next(x for x in lines if x.startswith("| kd_step |") and "100 (" in x)
+    assert n100_line.endswith("| yes |" if max(n100) <= 1.5 else "| **no** |")
+    assert "| save_throughput |" in text and "| - | - |" in text
+    assert "AMD EPYC, 2 cores" in text and "## x" in text
+
+
+def test_judge():
+    assert run_all.judge(10.0, ">=", 10.0) and not run_all.judge(9.99, ">=", 10.0)
+    assert run_all.judge(1.05, "<=", 1.05) and not run_all.judge(1.051, "<=", 1.05)
+    assert run_all.judge(None, "<=", 1.0) is None
+    with pytest.raises(ValueError):
+        run_all.judge(1.0, "<", 1.0)
+
+
+def test_run_all_cli_writes_files(tmp_path, monkeypatch, capsys):
+    # prepare_speed alone (no corpus or teachers needed), on a small layout.
+    monkeypatch.setitem(
+        run_all.MODES["quick"],
+        "prepare",
+        {"layouts": ("ldc",), "repeats": 2, "full": False},
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    json_path, md_path = tmp_path / "r.json", tmp_path / "R.md"
+    argv = ["--quick", "--only", "prepare_speed", "--out", str(json_path)]
+    argv += ["--md", str(md_path), "--workdir", str(tmp_path / "work")]
+    assert run_all.main(argv) == 0
+    saved = json.loads(json_path.read_text())
+    assert saved["mode"] == "quick" and saved["goals_met"] == {}
+    assert saved["machine"]["cpu_cores"] == os.cpu_count()
+    assert saved["machine"]["torch"] and saved["machine"]["device_name"]
+    entry = saved["benchmarks"]["prepare_speed"]
+    assert entry["repeats"] == 2 and entry["medians"]["ldc"] > 0
+    assert "prepare_timit s, ldc layout, 180 utterances" in md_path.read_text()
+    assert "| prepare_speed |" in capsys.readouterr().out
+    assert not (tmp_path / "work").exists()  # nothing to make for this one

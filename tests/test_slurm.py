@@ -1,0 +1,295 @@
+"""slurm/: every script parses, submit_all.sh chains the stages as its settings
+say (dry run, and with a fake sbatch), and the requeue wrapper of
+slurm/common.sh decides as documented (with stand-in stages, no training)."""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO
+
+from mtkd import RecipeError
+from mtkd.checkpoints import AtomicCheckpointer
+from mtkd.cluster import write_teacher_list
+
+SLURM = os.path.join(REPO, "slurm")
+SUBMIT = os.path.join(SLURM, "submit_all.sh")
+
+
+def run(command, env=None, **kwargs):
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(glob.glob(os.path.join(SLURM, "*.sh")) + glob.glob(f"{SLURM}/*.sbatch")),
+)
+def test_every_script_parses(script):
+    assert run(["bash", "-n", script]).returncode == 0
+
+
+def test_sbatch_scripts_ask_for_the_signal_and_requeue():
+    for script in glob.glob(f"{SLURM}/*.sbatch"):
+        text = open(script).read()
+        assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text
+
+
+def sbatch_lines(stdout):
+    """{job name: (sbatch options dict, fake id)} of a dry run's output."""
+    jobs = {}
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("sbatch "):
+            words = line.split()
+            options = dict(
+                w[2:].split("=", 1) if "=" in w else (w[2:], True)
+                for w in words[1:]
+                if w.startswith("--")
+            )
+            options["script"] = os.path.basename(words[-2])
+            fake = re.match(r"#   -> job (\d+) \(dry run\)", lines[i + 1]).group(1)
+            jobs[options["job-name"]] = (options, fake)
+    return jobs
+
+
+def test_dry_run_chains_the_stages_and_honours_the_settings(tmp_path):
+    out = tmp_path / "out"
+    env = {
+        "MTKD_DATA": "/data/TIMIT", "MTKD_OUT": str(out), "MTKD_PARTITION": "gpu",
+        "MTKD_ACCOUNT": "proj42", "MTKD_TEACHER_TIME": "8:00:00",
+        "MTKD_GPU_OPTION": "--gpus-per-node={}", "MTKD_MEM": "64G",
+    }  # fmt: skip
+    proc = run([SUBMIT, "--dry-run", "MTKD_KD_GPUS=4", "MTKD_PRECISION=bf16"], env)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sbatch_lines(proc.stdout)
+    assert list(jobs) == ["mtkd-teacher", "mtkd-store", "mtkd-kd"]
+    (teachers, t_id), (store, s_id), (kd, _) = jobs.values()
+    assert teachers["array"] == "0-9" and store["array"] == "0-9"
+    assert "dependency" not in teachers
+    assert store["dependency"] == f"afterok:{t_id}"
+    assert kd["dependency"] == f"afterok:{s_id}"
+    assert teachers["script"] == "teacher.sbatch"
+    assert store["script"] == "save_teachers.sbatch"
+    assert kd["script"] == "train_kd.sbatch"
+    for options, _ in jobs.values():
+        assert options["partition"] == "gpu" and options["account"] == "proj42"
+        assert options["mem"] == "64G" and options["parsable"] is True
+        assert options["kill-on-invalid-dep"] == "yes"
+        assert options["output"].startswith(f"{out}/logs/")
+    assert teachers["time"] == "8:00:00" and kd["time"] == "12:00:00"
+    assert teachers["gpus-per-node"] == "1" and kd["gpus-per-node"] == "4"
+    assert kd["cpus-per-task"] == "32"  # 8 per GPU
+    # The settings every job reads, shown and not written.
+    assert "export MTKD_DATA=/data/TIMIT" in proc.stdout
+    assert "export MTKD_PRECISION=bf16" in proc.stdout
+    assert "export MTKD_KD_GPUS=4" in proc.stdout
+    assert f"export MTKD_KD_OUT={out}/student_weighted" in proc.stdout
+    assert not out.exists()
+
+
+def test_dry_run_teacher_subset_throttle_and_merge(tmp_path):
+    env = {"MTKD_DATA": "TIMIT", "MTKD_OUT": str(tmp_path / "o")}
+    proc = run(
+        [SUBMIT, "--dry-run", "MTKD_TEACHERS=0,3,5-7", "MTKD_ARRAY_LIMIT=2",
+         "MTKD_MERGE=1", "MTKD_PARTITION="],
+        env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    jobs = sbatch_lines(proc.stdout)
+    assert list(jobs) == ["mtkd-teacher", "mtkd-store", "mtkd-merge", "mtkd-kd"]
+    ids = [fake for _, fake in jobs.values()]
+    assert jobs["mtkd-teacher"][0]["array"] == "0,3,5-7%2"
+    assert jobs["mtkd-store"][0]["array"] == "0-4%2"  # list positions
+    for (options, _), previous in zip(list(jobs.values())[1:], ids, strict=False):
+        assert options["dependency"] == f"afterok:{previous}"
+    assert "gres" not in jobs["mtkd-merge"][0]  # no GPU for merging
+    assert "partition" not in jobs["mtkd-teacher"][0]
+    assert f"export MTKD_DATA={REPO}/TIMIT" in proc.stdout  # made absolute
+    assert "export MTKD_TEACHER_IDS=0\\ 3\\ 5\\ 6\\ 7" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "set MTKD_DATA"),
+        (["MTKD_DATA=x", "MTKD_PRECISION=fp8"], "MTKD_PRECISION must be"),
+        (["MTKD_DATA=x", "MTKD_TEACHERS=0,12"], "no hparams/teachers/tea12.yaml"),
+        (["MTKD_DATA=x", "MTKD_STRATEGY=mean"], "MTKD_STRATEGY must be"),
+        (["MTKD_DATA=x", "MTKD_PRETRAIN_TEACHER=10"], "MTKD_PRETRAIN_TEACHER"),
+        (["MTKD_DATA=x", "--partition=gpu"], "unknown argument"),
+    ],
+)
+def test_bad_settings_are_refused(args, message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTKD_")}
+    proc = subprocess.run(
+        [SUBMIT, "--dry-run", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def fake_bin(tmp_path, name, body):
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_submission_parses_job_ids_and_writes_the_settings(tmp_path):
+    calls = tmp_path / "sbatch.calls"
+    # A fake sbatch answering as `--parsable` does on a federated cluster.
+    env = fake_bin(
+        tmp_path,
+        "sbatch",
+        f'echo "$*" >> {calls}\nn=$(wc -l < {calls})\necho "$((700 + n));clusterA"\n',
+    )
+    out = tmp_path / "out"
+    env.update(MTKD_DATA="/data/TIMIT", MTKD_OUT=str(out), MTKD_TEACHERS="0-2")
+    env["MTKD_ENV_SETUP"] = "module load cuda/12.6; source ~/venvs/mtkd/bin/activate"
+    proc = run([SUBMIT], env)
+    assert proc.returncode == 0, proc.stderr
+    submitted = calls.read_text().splitlines()
+    assert len(submitted) == 3
+    assert "--dependency=afterok:701 " in submitted[1]
+    assert "--dependency=afterok:702 " in submitted[2]
+    assert (out / "logs").is_dir()
+    settings = out / "slurm_settings.sh"
+    assert submitted[0].endswith(f"teacher.sbatch {settings}")
+    shown = run(
+        ["bash", "-c", f"source {settings}; echo $MTKD_ENV_SETUP; echo $MTKD_STORE"]
+    )
+    assert shown.stdout.splitlines() == [
+        env["MTKD_ENV_SETUP"],
+        f"{out}/teacher_store",
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The requeue wrapper, with stand-in stages.
+
+# A stand-in stage: works SECONDS, then writes MARKER. SIGUSR1/SIGTERM ->
+# exit 75 with the note for the wrapper, as mtkd.cluster does (without
+# importing torch, to stay fast); or the signal is ignored when told to.
+STAGE = """
+import os, signal, sys, time
+seconds, marker, mode = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+def stop(*_):
+    with open(os.environ["MTKD_REQUEUE_FILE"], "a") as f:
+        f.write("stop")
+    sys.exit(75)
+for sig in (signal.SIGUSR1, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN if mode == "ignore" else stop)
+print("stage started", flush=True)
+time.sleep(seconds)
+if mode == "fail":
+    sys.exit(3)
+if mode == "stop":
+    stop()
+open(marker, "w").close()
+"""
+
+
+def wrapper(tmp_path, seconds, mode, signal_after=None, extra_env=None):
+    """Runs run_requeueable on the stand-in stage; returns (status, log, calls)."""
+    stage = tmp_path / "stage.py"
+    stage.write_text(STAGE)
+    calls = tmp_path / "scontrol.calls"
+    env = fake_bin(tmp_path, "scontrol", f'echo "$*" >> {calls}\n')
+    env.update(SLURM_JOB_ID="77", MTKD_STOP_GRACE="2", MTKD_MAX_REQUEUES="5")
+    env.update(extra_env or {})
+    marker = tmp_path / "done"
+    script = (
+        f"source {SLURM}/common.sh; MTKD_TORCHRUN=0; "
+        f"run_requeueable {marker} {sys.executable} {stage} {seconds} {marker} {mode}; "
+        'echo "returned $?"'
+    )
+    log_path = tmp_path / "wrapper.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", script], env={**os.environ, **env}, stdout=log, stderr=log
+        )
+    if signal_after is not None:
+        deadline = time.time() + 30
+        while "stage started" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal_after)
+    status = proc.wait(timeout=60)
+    text = calls.read_text() if calls.exists() else ""
+    return status, log_path.read_text(), text
+
+
+def test_wrapper_passes_a_finished_stage_through(tmp_path):
+    status, log, calls = wrapper(tmp_path, 0, "ok")
+    assert status == 0 and "returned 0" in log and "complete:" in log
+    assert calls == ""
+
+
+def test_wrapper_requeues_a_stage_stopped_by_sigusr1(tmp_path):
+    status, log, calls = wrapper(tmp_path, 30, "ok", signal_after=signal.SIGUSR1)
+    assert status == 0 and "stopped early (status 75, signal USR1)" in log
+    assert calls == "requeue 77\n" and "returned" not in log
+
+
+def test_wrapper_requeues_on_sigterm_too(tmp_path):
+    status, log, calls = wrapper(tmp_path, 30, "ok", signal_after=signal.SIGTERM)
+    assert status == 0 and "signal TERM" in log and calls == "requeue 77\n"
+
+
+def test_wrapper_requeues_when_the_stage_asks_without_a_signal(tmp_path):
+    """E.g. torchrun: the ranks stopped (status 75) but torchrun says 1; the
+    stage's note in MTKD_REQUEUE_FILE decides."""
+    status, log, calls = wrapper(tmp_path, 0, "stop")
+    assert status == 0 and calls == "requeue 77\n"
+
+
+def test_wrapper_requeues_a_stage_that_does_not_stop_in_time(tmp_path):
+    status, log, calls = wrapper(tmp_path, 4, "ignore", signal_after=signal.SIGUSR1)
+    assert "did not stop within 2 s" in log and calls == "requeue 77\n"
+
+
+def test_wrapper_returns_a_failure_without_requeue(tmp_path):
+    status, log, calls = wrapper(tmp_path, 0, "fail")
+    assert "returned 3" in log and "failed with status 3" in log and calls == ""
+
+
+def test_wrapper_gives_up_after_max_requeues(tmp_path):
+    status, log, calls = wrapper(
+        tmp_path, 0, "stop", extra_env={"SLURM_RESTART_COUNT": "5"}
+    )
+    assert status == 1 and "giving up" in log and calls == ""
+
+
+def test_wrapper_outside_slurm_exits_75(tmp_path):
+    status, log, calls = wrapper(tmp_path, 0, "stop", extra_env={"SLURM_JOB_ID": ""})
+    assert status == 75 and "run the same command again" in log and calls == ""
+
+
+def fake_run(folder, pers):
+    """A teacher run folder whose checkpoints have these valid PERs."""
+    model = torch.nn.Linear(2, 2)
+    ckpt = AtomicCheckpointer(folder / "save", recoverables={"model": model})
+    return [ckpt.save_checkpoint(meta={"selection": per}).path for per in pers]
+
+
+def test_teacher_list_helper(tmp_path):
+    """slurm/teacher_list.py: line K = best model.ckpt of run folder K."""
+    first = fake_run(tmp_path / "tea0", [40.0, 30.0, 35.0])
+    second = fake_run(tmp_path / "tea3", [20.0])
+    target = tmp_path / "lists" / "teachers.txt"
+    runs = [str(tmp_path / "tea0"), str(tmp_path / "tea3")]
+    proc = run([sys.executable, "slurm/teacher_list.py", str(target), *runs])
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in target.read_text().splitlines() if not x.startswith("#")]
+    assert lines == [str(first[1] / "model.ckpt"), str(second[0] / "model.ckpt")]
+    with pytest.raises(RecipeError, match="no finished teacher there"):
+        write_teacher_list(str(target), [str(tmp_path)])

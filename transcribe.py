@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Phone transcription of audio files with an exported model.
+
+    python transcribe.py MODEL_DIR FILE_OR_FOLDER... [--json] [--batch_size N]
+        [--device cpu|cuda]
+
+``MODEL_DIR`` is a folder written by ``export_model.py``. Prints one line per
+file, ``path<TAB>phones`` (or JSON lines with ``--json``), in the order the
+files were given (folders: searched recursively for audio files, sorted by
+path). Any file soundfile reads works (NIST SPHERE ``.WAV`` as in TIMIT, RIFF
+``.wav``, FLAC, ...); audio at another sample rate is resampled, several
+channels are averaged. Files are decoded in batches of similar length; the
+default batch size is the one the run decoded its test set with, so the test
+files give exactly the hypotheses behind the run's ``per_test.txt``.
+
+A missing or unreadable file is reported on stderr with its name; the other
+files are still transcribed, and the exit status is then 1.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import soundfile
+import torch
+
+from mtkd.export import (
+    AUDIO_EXTENSIONS,
+    batches_by_length,
+    exported_batch_size,
+    load_exported,
+    read_audio,
+    transcribe_waveforms,
+)
+from mtkd.hparams import run_stage
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Transcribe audio files into phones with an exported model."
+    )
+    parser.add_argument("model_dir", help="folder written by export_model.py")
+    parser.add_argument(
+        "paths", nargs="+", metavar="FILE_OR_FOLDER", help="audio files or folders"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help='JSON lines: {"path", "phones", ...}'
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        help="files per batch (default: the run's test batch size)",
+    )
+    parser.add_argument(
+        "--device", help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    args = parser.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch_size must be 1 or more")
+    return args
+
+
+def find_audio(paths, report):
+    """The files to transcribe: files as given, folders searched recursively
+    (audio extensions only, sorted). Missing paths are reported."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            in_folder = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                in_folder += [
+                    os.path.join(root, name)
+                    for name in sorted(files)
+                    if name.lower().endswith(AUDIO_EXTENSIONS)
+                ]
+            if not in_folder:
+                report(path, "no audio files in this folder")
+            found += in_folder
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            report(path, "no such file or folder")
+    return list(dict.fromkeys(found))  # each file once
+
+
+def decode(asr, files, batch_size, report):
+    """{path: (phones, seconds)} of the files that could be read and decoded."""
+    rate = asr.hparams.sample_rate
+    lengths = {}
+    for path in files:
+        try:
+            info = soundfile.info(path)
+            lengths[path] = info.frames * rate / info.samplerate
+        except Exception as err:  # soundfile raises several types
+            report(path, f"cannot read audio ({_reason(err)})")
+    paths = list(lengths)
+    results = {}
+    for batch in batches_by_length([lengths[p] for p in paths], batch_size):
+        wavs = {}
+        for path in (paths[i] for i in batch):
+            try:
+                wavs[path] = read_audio(path, rate)
+            except Exception as err:
+                report(path, f"cannot read audio ({_reason(err)})")
+        try:
+            results.update(_decode_batch(asr, wavs, rate))
+        except Exception:
+            # One odd file (e.g. too short for the network) must not cost the
+            # others their transcription: decode them one by one.
+            for path, wav in wavs.items():
+                try:
+                    results.update(_decode_batch(asr, {path: wav}, rate))
+                except Exception as err:
+                    report(path, f"cannot transcribe ({_reason(err)})")
+    return results
+
+
+def _decode_batch(asr, wavs, rate):
+    if not wavs:
+        return {}
+    phones = transcribe_waveforms(asr, list(wavs.values()))
+    return {
+        path: (text, len(wav) / rate)
+        for (path, wav), text in zip(wavs.items(), phones, strict=True)
+    }
+
+
+def _reason(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def main(argv):
+    args = parse_args(argv)
+    failed = []
+
+    def report(path, why):
+        failed.append(path)
+        print(f"ERROR: {path}: {why}", file=sys.stderr, flush=True)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    asr = load_exported(args.model_dir, device=device)
+    files = find_audio(args.paths, report)
+    batch_size = args.batch_size or exported_batch_size(asr)
+    results = decode(asr, files, batch_size, report)
+    for path in files:
+        if path not in results:
+            continue
+        phones, seconds = results[path]
+        if args.json:
+            line = json.dumps(
+                {"path": path, "phones": phones, "duration": round(seconds, 3)},
+                ensure_ascii=False,
+            )
+        else:
+            line = f"{path}\t{phones}"
+        print(line, flush=True)
+    if failed:
+        print(
+            f"{len(set(failed))} path(s) could not be transcribed (see above); "
+            f"{len(results)} file(s) transcribed.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, sys.argv[1:]))
