@@ -288,6 +288,7 @@ def plot_valid_curves(runs, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for run in runs:
@@ -300,6 +301,9 @@ def plot_valid_curves(runs, path):
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid PER (%)" + (" (greedy CTC)" if metrics == {"CTC_PER"} else ""))
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
