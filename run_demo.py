@@ -42,6 +42,7 @@ from mtkd.results import (
     COST_COLUMNS,
     PLOT_PNG,
     add_costs,
+    log_line_values,
     read_run,
     test_files,
     write_results,
@@ -290,15 +291,7 @@ class Scheduler:
 def short_log_line(line):
     """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid ..., valid CTC_PER:
     43.02' -> 'epoch 3: valid PER 105.0, CTC PER 43.02 (28 s)'."""
-    parts = dict(
-        (k.strip(), v.strip())
-        for k, v in (
-            item.split(":", 1)
-            for chunk in line.split(" - ")
-            for item in chunk.split(", ")
-            if ":" in item
-        )
-    )
+    parts = log_line_values(line)
     if "epoch" in parts:
         return (
             f"epoch {parts['epoch']}: valid PER {parts.get('valid PER', '?')}, "
@@ -309,6 +302,11 @@ def short_log_line(line):
     return line
 
 
+def teacher_names(args):
+    """The teacher files the demo trains: --teachers, or the first K in order."""
+    return args.teachers or TEACHER_ORDER[: args.num_teachers]
+
+
 def build_jobs(args, data_folder):
     """The demo's runs, in the order they should start."""
     out = os.path.abspath(args.output_folder)
@@ -316,7 +314,7 @@ def build_jobs(args, data_folder):
     shared = {**SHARED_SETTINGS, **(QUICK_SETTINGS if args.quick else {})}
     common = ["--data_folder", data_folder, "--device", args.device]
     common += ["--noprogressbar"]
-    teachers = args.teachers or TEACHER_ORDER[: args.num_teachers]
+    teachers = teacher_names(args)
     jobs = []
 
     for name in teachers:
@@ -496,7 +494,7 @@ def main(argv=None):
         f"`python {shlex.join(['run_demo.py', *(argv or sys.argv[1:])])}` on "
         f"{machine_line(args)}: {minutes:.1f} min this time (runs already done "
         "are not redone). Wall times below are each run's own (epochs and test).",
-        f"Data: {data_folder}. Teachers: {', '.join(j.name for j in jobs[:-5])}; "
+        f"Data: {data_folder}. Teachers: {', '.join(teacher_names(args))}; "
         f"students: seed {STUDENT_SEED + args.seed}, width {args.student_width}, alpha "
         f"{KD_SETTINGS['alpha']}, temperature {KD_SETTINGS['temperature']}.",
     ]

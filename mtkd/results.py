@@ -34,6 +34,11 @@ class ResultsError(RecipeError):
     """A folder that is not (yet) a finished run of this recipe."""
 
 
+def log_line_values(line):
+    """{key: value text} of one train_log line ("epoch: 3, lr: 2.00e-03 - ...")."""
+    return {k.strip(): v for k, v in _PAIR.findall(line)}
+
+
 def parse_train_log(path):
     """Epoch rows and the test row of a ``train_log.txt``.
 
@@ -46,7 +51,7 @@ def parse_train_log(path):
     by_epoch, test = {}, None
     with open(path, encoding="utf-8") as f:
         for line in f:
-            values = {k.strip(): v for k, v in _PAIR.findall(line)}
+            values = log_line_values(line)
             if "epoch" in values and "valid PER" in values:
                 epoch = int(float(values["epoch"]))
                 by_epoch[epoch] = {
@@ -322,11 +327,12 @@ def write_results(runs, out_dir, title="Results", preamble=(), extra_columns=())
     if preamble:
         lines.append("")
     lines += [markdown_table(runs, extra_columns), ""]
-    lines += [f"- {sentence}" for sentence in notes(runs)]
+    sentences = notes(runs)
+    lines += [f"- {sentence}" for sentence in sentences]
     lines += ["", f"![valid PER per epoch]({PLOT_PNG})", ""]
     text = "\n".join(lines)
     _atomic_write(os.path.join(out_dir, RESULTS_MD), text)
-    payload = {"runs": runs, "teacher_spread": spread(runs), "notes": notes(runs)}
+    payload = {"runs": runs, "teacher_spread": spread(runs), "notes": sentences}
     _atomic_write(
         os.path.join(out_dir, RESULTS_JSON), json.dumps(payload, indent=2) + "\n"
     )
