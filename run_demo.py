@@ -12,7 +12,7 @@ command lines (each one is printed, and logged in ``<output_folder>/logs/``):
    is given (any TIMIT-format corpus, real TIMIT included);
 2. trains K teachers with ``train_teacher.py hparams/teachers/teaK.yaml``:
    they differ the way tea0..tea9 do (dropout, depth, width, decoder cell,
-   speed perturbation, seed), at CPU size (see ``teacher_sizes``);
+   augmentation, seed), at CPU size (see ``teacher_sizes``);
 3. writes the teacher list file and runs ``save_teachers.py``;
 4. trains one student architecture, smaller than the teachers, four times
    with the same seed and training settings: without distillation
@@ -82,7 +82,7 @@ SHARED_SETTINGS = {
 }
 # The student's own keys, also given to the baseline (train_kd.yaml sets the
 # original student's dropout 0.25, CTC weight 0.1 and lr 5e-4 otherwise).
-STUDENT_SETTINGS = {"dropout": 0.15, "speed_perturb": False, "batch_size": 8}
+STUDENT_SETTINGS = {"dropout": 0.15, "augment": False, "batch_size": 8}
 KD_SETTINGS = {"alpha": 0.5, "temperature": 1.0, "pretrain": False}
 STRATEGIES = ("average", "best", "weighted")
 STUDENT_SEED = 2000  # train_kd.yaml's

@@ -8,7 +8,7 @@
 Strategies (``strategy``): ``average``, ``best``, ``weighted`` (Gao, Parcollet
 & Lane, 2020); see README "Distillation strategies" and ``mtkd/strategies.py``.
 Teacher targets are looked up by utterance ID, so any batch size, order
-(``sorting: random``), dynamic batching and speed perturbation work. The run
+(``sorting: random``), dynamic batching and waveform augmentation work. The run
 stops before training if the store does not match this run's data or labels.
 Valid (greedy) and test (beam) are scored on the reference alone, as a teacher.
 

@@ -12,7 +12,7 @@ What runs is the training code itself. A CPU-sized student (the demo's sizes,
 ``--cnn_blocks`` ... ``--attn_dim``) is built from ``hparams/train_kd.yaml``
 by ``mtkd.hparams.load_hparams``; one ``ASRBrain`` and one ``KDBrain`` share its
 modules (each has its own Adam) and ``fit_batch`` is called directly, as
-``Brain.fit`` does: forward (speed perturbation, filterbank, normalisation,
+``Brain.fit`` does: forward (augmentation, filterbank, normalisation,
 CRDNN, CTC head, teacher-forced decoder), supervised CTC + NLL, for KD also
 the strategy weights, ``ctc_kd_loss`` and ``seq_kd_loss``, backward, gradient
 clipping and the optimizer step.
@@ -38,7 +38,7 @@ Two kinds of hypotheses:
 
 Timing: every configuration (N, hypotheses, strategy) runs ``--steps`` KD
 steps per round, each paired with a supervised step on the same batch and the
-same random seed (speed perturbation, dropout), the pair's order alternating;
+same random seed (augmentation, dropout), the pair's order alternating;
 ``--rounds`` rounds visit the configurations in rotated order, after
 ``--warmup`` steps of each. The ratio of a configuration is the median over
 its pairs of KD time / supervised time: the batches differ in length (and so
@@ -166,7 +166,7 @@ DEFAULTS = {
     "utt_per": (5.0, 40.0),  # per-utterance PERs are clipped to
     "agree_group": 4,
     "compression": "gzip",  # save_teachers.yaml's store_compression
-    "speed_perturb": True,  # the recipe's default for the student
+    "augment": True,  # the recipe's default for the student
     "json_path": DEFAULT_JSON,
     "workdir": None,  # default: a temporary folder, removed at the end
     "quiet": False,
@@ -372,7 +372,7 @@ def load_student_hparams(workdir, options):
         "--output_folder", os.path.join(workdir, "out"),
         "--tea_infer_dir", os.path.join(workdir, "stores"),
         "--batch_size", str(options["batch_size"]),
-        "--speed_perturb", str(bool(options["speed_perturb"])),
+        "--augment", str(bool(options["augment"])),
         "--seed", str(options["seed"]),
         *size_overrides(options),
     ]  # fmt: skip
@@ -457,7 +457,7 @@ def pipeline_cost(data, batches, collate, repeats):
 
 
 def seed_step(seed):
-    """Same speed perturbation and dropout for a KD step and its twin."""
+    """Same augmentation and dropout for a KD step and its twin."""
     random.seed(seed)
     torch.manual_seed(seed)
 
@@ -917,10 +917,11 @@ def parse_args(argv):
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int)
     parser.add_argument("--compression", choices=("gzip", "lzf", "none"))
     parser.add_argument(
-        "--speed-perturb",
-        dest="speed_perturb",
+        "--augment",
+        dest="augment",
         action=argparse.BooleanOptionalAction,
-        help="speed perturbation in the step (default: on, as the recipe)",
+        help="the original's waveform augmentation in the step (default: on, "
+        "as the recipe)",
     )
     parser.add_argument("--json", dest="json_path", help=f"default {DEFAULT_JSON}")
     parser.add_argument("--workdir", help="keep the corpus and stores here")

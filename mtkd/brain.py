@@ -7,7 +7,7 @@ valid/test); ``compute_objectives`` returns the supervised loss
 it and overrides ``combine_losses`` only.
 
 Hyperparameters it reads: ``model``, ``normalize``, ``compute_features``,
-``log_softmax``, ``ctc_cost``, ``seq_cost``, ``ctc_weight``, ``speed_perturb`` and
+``log_softmax``, ``ctc_cost``, ``seq_cost``, ``ctc_weight``, ``augment`` and
 ``wav_augment``, ``valid_beam_size``, ``test_beam_size``, ``decode_ctc_weight``,
 ``bos_index``, ``eos_index``, ``blank_index``, ``lr_annealing``, ``epoch_counter``,
 ``train_logger``, ``per_stats``, ``test_per_file``.
@@ -56,9 +56,9 @@ class ASRBrain(sb.Brain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.phn_encoded_bos
-        if stage == sb.Stage.TRAIN and self.hparams.speed_perturb:
-            # Speed perturbation resamples the whole padded batch, so relative
-            # lengths and labels stay as they are.
+        if stage == sb.Stage.TRAIN and self.hparams.augment:
+            # Speed perturbation resamples the whole padded batch and the drops
+            # keep its length, so relative lengths and labels stay as they are.
             wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
         feats = self.hparams.compute_features(wavs)
         epoch = self.hparams.epoch_counter.current

@@ -16,12 +16,14 @@ from speechbrain.dataio.batch import PaddedBatch
 
 from mtkd import RecipeError
 from mtkd.brain import ASRBrain
+from mtkd.runs import best_checkpoint_model_path
 from mtkd.strategies import (
     ctc_kd_loss,
     kd_objective,
     mean_teacher_weights,
     seq_kd_loss,
     strategy_weights,
+    student_kd_log_probs,
     weight_entropy,
 )
 from mtkd.teacher_store import collate_teacher_targets
@@ -99,15 +101,40 @@ def check_store_matches(store, hparams, label_encoder):
     store.check_manifest("train", hparams["train_annotation"])
 
 
-def load_pretrained_encoder(model, model_ckpt):
+def pretrained_model_path(pretrain_st_dir):
+    """The teacher ``model.ckpt`` that ``pretrain_st_dir`` names.
+
+    Accepted: the ``model.ckpt`` file itself; a checkpoint folder holding one
+    (``save/CKPT+...``, as the original README's example passes a folder); a
+    ``save`` folder or a run's output folder, whose best-valid checkpoint is
+    taken. Anything else is a RecipeError saying what to give.
+    """
+    path = pretrain_st_dir
+    if path and os.path.isfile(path):
+        return path
+    if path and os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.ckpt")):
+            return os.path.join(path, "model.ckpt")
+        for save_folder in (path, os.path.join(path, "save")):
+            has_checkpoints = os.path.isdir(save_folder) and any(
+                name.startswith("CKPT+") for name in os.listdir(save_folder)
+            )
+            if has_checkpoints:
+                return best_checkpoint_model_path(save_folder)
+    raise RecipeError(
+        f"pretrain is True but pretrain_st_dir ({pretrain_st_dir}) is neither a "
+        "teacher model.ckpt nor a folder holding one (a CKPT+... checkpoint "
+        "folder, or a teacher's save/ or output folder): give one with "
+        "--pretrain_st_dir, or set --pretrain False to start the student from "
+        "scratch."
+    )
+
+
+def load_pretrained_encoder(model, pretrain_st_dir):
     """Copies a teacher's encoder weights (``enc.*`` of its model.ckpt) into
-    ``model.enc``; the two encoders must have the same sizes."""
-    if not model_ckpt or not os.path.isfile(model_ckpt):
-        raise RecipeError(
-            f"pretrain is True but pretrain_st_dir ({model_ckpt}) is not a "
-            "teacher model.ckpt: give one with --pretrain_st_dir, or set "
-            "--pretrain False to start the student from scratch."
-        )
+    ``model.enc``; the two encoders must have the same sizes.
+    ``pretrain_st_dir``: see ``pretrained_model_path``."""
+    model_ckpt = pretrained_model_path(pretrain_st_dir)
     state = torch.load(model_ckpt, map_location="cpu")
     encoder = {k[len("enc.") :]: v for k, v in state.items() if k.startswith("enc.")}
     try:
@@ -138,12 +165,14 @@ class KDBrain(ASRBrain):
             scope=hp.weight_scope,
             weight_temperature=hp.weight_temperature,
         )
-        # The student is softened by the same temperature as the teachers
-        # (its outputs are log-probabilities already: nothing to do at T = 1).
-        p_ctc, p_seq = predictions.p_ctc, predictions.p_seq
-        if hp.temperature != 1:
-            p_ctc = torch.log_softmax(p_ctc / hp.temperature, dim=-1)
-            p_seq = torch.log_softmax(p_seq / hp.temperature, dim=-1)
+        # The original leaves the student at T = 1 (only the stored teachers
+        # are at T); soften_student gives Hinton et al.'s form.
+        p_ctc = student_kd_log_probs(
+            predictions.p_ctc, hp.temperature, hp.soften_student
+        )
+        p_seq = student_kd_log_probs(
+            predictions.p_seq, hp.temperature, hp.soften_student
+        )
         kd_ctc = ctc_kd_loss(
             p_ctc,
             predictions.wav_lens,

@@ -34,6 +34,10 @@ from mtkd import RecipeError
 
 MAX_BASE_DEPTH = 10
 
+# Keys that were renamed: an old name on a command line or in a child file gets
+# an error that names the new one.
+RENAMED_KEYS = {"speed_perturb": "augment"}
+
 
 class HparamsError(RecipeError):
     """A hyperparameter file or override that cannot be used as given."""
@@ -142,6 +146,8 @@ def _unknown_key_error(err, hparams_file, base_file, cli):
     source = "the command line" if key in cli else hparams_file
     close = difflib.get_close_matches(key, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
+    if key in RENAMED_KEYS:
+        hint = f" It was renamed: use `{RENAMED_KEYS[key]}`."
     return HparamsError(
         f"Unknown hyperparameter `{key}` (from {source}): {base_file} has no such "
         f"top-level key.{hint}"

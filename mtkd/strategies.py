@@ -25,7 +25,10 @@ that with batch-scope weights (all rows equal to w) ``kd`` is exactly
 
 Strategies (``strategy_weights``): "average" (1/N everywhere), "best" (CTC:
 softmax over teachers of 100 - PER; seq: per utterance, the teacher with the
-lowest attention PER) and "weighted" (both losses: softmax of 100 - PER). Two
+lowest attention PER), "weighted" (both losses: softmax of 100 - PER) and the
+first author's fourth, "top-k" (CTC as "best"; seq: per utterance, the mean
+over every teacher tied at the lowest attention PER; github.com/yan-gao-GY/
+Muti-teacherKD). Two
 additions reduce to the paper with their defaults: ``scope="utterance"``
 (softmax of each utterance's own PERs instead of the batch-mean PER) and
 ``weight_temperature`` tau (softmax of (100 - PER) / tau; tau = 1 is the paper,
@@ -44,12 +47,17 @@ longest hypothesis, L+1 decoder steps):
 - ``seq_kd_loss``: one pass over ``att_dist`` to mix the targets, O(B*N*(L+1)*V),
   then a single cross-entropy O(B*(L+1)*V), instead of N of them.
 - The weight functions are O(B*N); ``kd_objective`` is scalar arithmetic.
+
+Temperature T (``student_kd_log_probs``): the original recipe stores the
+teachers' distributions at T, leaves the student at T = 1 and multiplies the KD
+terms by T^2 (the default). ``soften_student`` gives Hinton et al.'s form,
+where the student's distributions in the KD terms are at T as well.
 """
 
 import torch
 import torch.nn.functional as F
 
-STRATEGIES = ("average", "best", "weighted")
+STRATEGIES = ("average", "best", "weighted", "top-k")
 WEIGHT_SCOPES = ("batch", "utterance")
 
 # Distinct CTC targets whose (merged) weight is <= this are not computed: such a
@@ -113,20 +121,37 @@ def best_teacher_weights(per):
     return first.float()
 
 
+def tied_best_weights(per):
+    """Rows spread evenly over every teacher tied at the lowest PER ("top-k").
+
+    Arguments
+    ---------
+    per : torch.Tensor
+        [B, N] per-utterance error rates of each teacher (ties: exactly equal).
+
+    Returns
+    -------
+    torch.Tensor
+        [B, N] float32: 1/k on the k teachers with the row's minimum, 0 elsewhere.
+    """
+    is_min = (per == per.min(dim=1, keepdim=True).values).float()
+    return is_min / is_min.sum(dim=1, keepdim=True)
+
+
 def strategy_weights(strategy, ctc_per, att_per, scope="batch", weight_temperature=1.0):
     """Weight matrices of a distillation strategy, for the CTC and the seq loss.
 
     Arguments
     ---------
     strategy : str
-        "average", "best" or "weighted".
+        "average", "best", "weighted" or "top-k".
     ctc_per : torch.Tensor
         [B, N] teachers' CTC (greedy) PER on each utterance, percent.
     att_per : torch.Tensor
         [B, N] teachers' attention-decoder PER on each utterance, percent.
     scope, weight_temperature
         As ``softmax_weights`` (ignored by "average" and by the seq side of
-        "best", which is per utterance by definition).
+        "best" and "top-k", which are per utterance by definition).
 
     Returns
     -------
@@ -143,6 +168,9 @@ def strategy_weights(strategy, ctc_per, att_per, scope="batch", weight_temperatu
     if strategy == "weighted":
         w_ctc = softmax_weights(ctc_per, scope, weight_temperature)
         return w_ctc, softmax_weights(att_per, scope, weight_temperature)
+    if strategy == "top-k":
+        w_ctc = softmax_weights(ctc_per, scope, weight_temperature)
+        return w_ctc, tied_best_weights(att_per)
     raise ValueError(f"unknown KD strategy {strategy!r}: expected one of {STRATEGIES}")
 
 
@@ -271,6 +299,30 @@ def seq_kd_loss(p_seq, att_dist, W, eos_lens):
     mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).float()
     cross_entropy = -(target * p_seq).sum(dim=-1)
     return (cross_entropy * mask).sum() / mask.sum()
+
+
+def student_kd_log_probs(log_probs, temperature, soften_student=False):
+    """The student's log-probabilities as the KD terms see them.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        [..., V] student log-probabilities at T = 1 (CTC or decoder head).
+    temperature : float
+        T, the temperature of the stored teacher distributions.
+    soften_student : bool
+        False (the original recipe): the student stays at T = 1, whatever T.
+        True (Hinton et al., 2015): log_softmax(log_probs / T), which equals
+        log_softmax(logits / T) since log_probs = logits - logsumexp(logits).
+
+    Returns
+    -------
+    torch.Tensor
+        [..., V] log-probabilities (``log_probs`` itself unless softened).
+    """
+    if not soften_student or temperature == 1:
+        return log_probs
+    return torch.log_softmax(log_probs / temperature, dim=-1)
 
 
 def _detached(value):

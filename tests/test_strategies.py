@@ -19,6 +19,8 @@ from mtkd.strategies import (
     seq_kd_loss,
     softmax_weights,
     strategy_weights,
+    student_kd_log_probs,
+    tied_best_weights,
     weight_entropy,
     weights_summary,
 )
@@ -108,8 +110,68 @@ def test_strategy_weights_by_hand():
     close(average3, torch.full((2, 3), 1 / 3), rtol=1e-6)
 
 
+def test_tied_best_weights_spread_over_ties_by_hand():
+    per = torch.tensor(
+        [[10.0, 5.0, 5.0, 7.0], [3.0, 7.0, 3.0, 3.0], [4.0, 6.0, 8.0, 9.0],
+         [2.5, 2.5, 2.5, 2.5]]
+    )  # fmt: skip
+    expected = [
+        [0.0, 0.5, 0.5, 0.0],  # teachers 1 and 2 tied at 5
+        [1 / 3, 0.0, 1 / 3, 1 / 3],  # three tied at 3
+        [1.0, 0.0, 0.0, 0.0],  # no tie: top-k is "best" on this row
+        [0.25, 0.25, 0.25, 0.25],  # all tied: top-k is "average" on this row
+    ]
+    close(tied_best_weights(per), expected, rtol=1e-7)
+
+
+def test_top_k_strategy_weights_by_hand():
+    ctc_per = torch.tensor([[10.0, 20.0, 10.0], [10.0, 20.0, 10.0]])
+    att_per = torch.tensor([[30.0, 20.0, 20.0], [10.0, 40.0, 25.0]])
+    w_ctc, w_seq = strategy_weights("top-k", ctc_per, att_per, "batch", 10.0)
+    # CTC as "best": softmax((100 - [10, 20, 10]) / 10) = [1, e^-1, 1] / (2 + e^-1)
+    z = 2 + math.exp(-1)
+    close(w_ctc, [[1 / z, math.exp(-1) / z, 1 / z]] * 2, rtol=1e-6)
+    close(w_ctc, strategy_weights("best", ctc_per, att_per, "batch", 10.0)[0])
+    close(w_seq, [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])
+
+
+def test_seq_kd_loss_top_k_matches_speechbrain_and_loop():
+    B, N, L1, V = 3, 4, 7, 5
+    logits, att_dist, eos_lens, steps = seq_batch(B, N, L1, V, seed=21)
+    p_seq = logits.log_softmax(-1)
+    att_per = torch.tensor(
+        [[20.0, 10.0, 10.0, 30.0], [5.0, 9.0, 8.0, 7.0], [4.0, 4.0, 4.0, 6.0]]
+    )
+    _, W = strategy_weights("top-k", att_per, att_per)
+    close(W, [[0, 0.5, 0.5, 0], [1, 0, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0]], rtol=1e-7)
+    loss = seq_kd_loss(p_seq, att_dist, W.double(), eos_lens)
+    # SpeechBrain's nll_loss_kd per teacher, each against its W-scaled target
+    # (the loss is linear in the target), summed
+    expected = sum(
+        nll_loss_kd(p_seq, W[:, k, None, None].double() * att_dist[:, k], eos_lens)
+        for k in range(N)
+    )
+    close(loss, expected)
+    # by hand: utterance 0 takes the mean of teachers 1 and 2, utterance 2 of 0-2
+    mean_targets = torch.stack(
+        [
+            (att_dist[0, 1] + att_dist[0, 2]) / 2,
+            att_dist[1, 0],
+            (att_dist[2, 0] + att_dist[2, 1] + att_dist[2, 2]) / 3,
+        ]
+    )
+    # (W is float32: 1/3 is rounded to 1e-8)
+    close(loss, nll_loss_kd(p_seq, mean_targets, eos_lens), rtol=1e-7)
+    total = sum(
+        -(mean_targets[b, t] * p_seq[b, t]).sum()
+        for b in range(B)
+        for t in range(int(steps[b]))
+    )
+    close(loss, total / steps.sum(), rtol=1e-7)
+
+
 def test_strategy_weights_unknown_strategy():
-    with pytest.raises(ValueError, match="average.*best.*weighted"):
+    with pytest.raises(ValueError, match="average.*best.*weighted.*top-k"):
         strategy_weights("ensemble", torch.zeros(1, 2), torch.zeros(1, 2))
 
 
@@ -405,6 +467,58 @@ def test_kd_objective_by_hand():
     # alpha = 0: the supervised objective alone, whatever T
     total, _ = kd_objective(1.5, 0.8, 2.0, 1.2, 0.0, 3.0, 0.3)
     assert total == pytest.approx(0.3 * 2.0 + 0.7 * 1.2)
+
+
+# One utterance, one frame / decoder step, two labels, at T = 2. Teacher logits
+# [2, 0] stored at T = 2: softmax([1, 0]) = [e, 1] / (e + 1) = [0.7310586, 0.2689414].
+# Student logits [ln 3, 0]: probabilities [0.75, 0.25] at T = 1, and at T = 2
+# softmax([ln 3 / 2, 0]) = [sqrt 3, 1] / (sqrt 3 + 1) = [0.6339746, 0.3660254].
+T2_TEACHER = [math.e / (math.e + 1), 1 / (math.e + 1)]
+T2_STUDENT_LOGITS = [math.log(3.0), 0.0]
+
+
+@pytest.mark.parametrize(
+    "soften, seq_ce, ctc_nll",
+    [
+        # the original: student at T = 1.
+        # seq: -(0.7310586 ln 0.75 + 0.2689414 ln 0.25) = 0.2103124 + 0.3728320
+        # ctc: one frame, target [label 0]: -ln p(0) = -ln 0.75 = 0.2876821
+        (False, 0.5831444, 0.2876821),
+        # Hinton: student at T = 2.
+        # seq: -(0.7310586 ln 0.6339746 + 0.2689414 ln 0.3660254)
+        #      = 0.3331773 + 0.2703003
+        # ctc: -ln 0.6339746 = 0.4557464
+        (True, 0.6034776, 0.4557464),
+    ],
+)
+def test_temperature_two_both_forms_by_hand(soften, seq_ce, ctc_nll):
+    logits = torch.tensor([[T2_STUDENT_LOGITS]], dtype=torch.float64)  # [1, 1, 2]
+    log_probs = logits.log_softmax(-1)
+    p_kd = student_kd_log_probs(log_probs, 2.0, soften)
+    att_dist = torch.tensor([[[T2_TEACHER]]], dtype=torch.float64)  # [1, 1, 1, 2]
+    one = torch.ones(1, 1, dtype=torch.float64)
+    kd_seq = seq_kd_loss(p_kd, att_dist, one, torch.ones(1))
+    close(kd_seq, seq_ce, rtol=1e-6)
+    # CTC: blank is label 1, the teacher's hypothesis is [label 0]
+    hyps, hyp_lens = torch.tensor([[[0]]]), torch.tensor([[1]])
+    kd_ctc = ctc_kd_loss(p_kd, torch.ones(1), hyps, hyp_lens, one, blank_index=1)
+    close(kd_ctc, ctc_nll, rtol=1e-6)
+    # Both forms scale the KD terms by T^2 = 4 (alpha 1: no supervised part).
+    total, parts = kd_objective(kd_ctc, kd_seq, 9.0, 9.0, 1.0, 2.0, 0.5)
+    close(parts["loss_seq"], 4 * seq_ce, rtol=1e-6)
+    close(parts["loss_ctc"], 4 * ctc_nll, rtol=1e-6)
+    close(total, 2 * (seq_ce + ctc_nll), rtol=1e-6)
+
+
+def test_student_kd_log_probs_untouched_unless_softened():
+    log_probs = torch.randn(2, 3, 5).log_softmax(-1)
+    assert student_kd_log_probs(log_probs, 2.0) is log_probs  # the original
+    assert student_kd_log_probs(log_probs, 1.0, soften_student=True) is log_probs
+    softened = student_kd_log_probs(log_probs, 2.0, soften_student=True)
+    # the same as softening the logits: log_probs differ from logits by a constant
+    logits = log_probs + 3.7
+    close(softened, torch.log_softmax(logits / 2.0, -1), rtol=1e-6, atol=1e-7)
+    close(softened.exp().sum(-1), torch.ones(2, 3), rtol=1e-6)
 
 
 def test_gradients_flow_through_the_objective():

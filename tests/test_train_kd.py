@@ -11,7 +11,7 @@ from conftest import REPO, TINY_MODEL
 
 import train_kd
 from mtkd import RecipeError
-from mtkd.distill import load_pretrained_encoder
+from mtkd.distill import load_pretrained_encoder, pretrained_model_path
 from mtkd.model import CTCAttentionASR
 
 YAML = os.path.join(REPO, "hparams/train_kd.yaml")
@@ -51,8 +51,9 @@ def weights_log(out):
 @pytest.fixture(scope="module")
 def kd_runs(mini_corpus, teacher_store, tiny_teachers, tmp_path_factory):
     """One student per strategy: average pretrained from teacher 0 (same
-    sizes), best and weighted smaller and from scratch; weighted with speed
-    perturbation and a weight temperature, best with dynamic batching."""
+    sizes), top-k likewise but given teacher 0's checkpoint folder, best and
+    weighted smaller and from scratch; weighted with the original's
+    augmentation and a weight temperature, best with dynamic batching."""
     root = tmp_path_factory.mktemp("kd")
     return {
         "average": run_kd(
@@ -65,16 +66,21 @@ def kd_runs(mini_corpus, teacher_store, tiny_teachers, tmp_path_factory):
             "--dynamic_batch_sampler", "{max_batch_length: 900, num_buckets: 4, "
             "shuffle: True, batch_ordering: random}", *SMALL_STUDENT,
         ),
+        "top-k": run_kd(
+            mini_corpus, teacher_store, root / "top-k", "--strategy", "top-k",
+            "--pretrain", "True", "--pretrain_st_dir",
+            os.path.dirname(tiny_teachers[0]), *TINY_MODEL,
+        ),
         "weighted": run_kd(
             mini_corpus, teacher_store, root / "weighted", "--strategy", "weighted",
-            "--pretrain", "False", "--speed_perturb", "True",
+            "--pretrain", "False", "--augment", "True",
             "--weight_temperature", "10", "--weight_scope", "utterance",
             *SMALL_STUDENT,
         ),
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("strategy", ["average", "best", "weighted"])
+@pytest.mark.parametrize("strategy", ["average", "best", "weighted", "top-k"])
 def test_each_strategy_trains_and_reports(kd_runs, strategy):
     out = kd_runs[strategy]
     epochs, log = epochs_logged(out)
@@ -105,6 +111,12 @@ def test_strategy_weights_behave_as_defined(kd_runs):
     weighted = weights_log(kd_runs["weighted"])[0]
     # tau = 10 softens the paper's near one-hot softmax: real mixing.
     assert weighted["seq"]["entropy_nats"] > 0.05
+    # top-k: rows are 1 (one best teacher) or 1/2 (both tied): top weight in
+    # [1/2, 1], and the entropy is ln 2 times the share of tied rows.
+    top_k = weights_log(kd_runs["top-k"])[0]["seq"]
+    tied = 2 * (1 - top_k["mean_top_weight"])
+    assert 0.5 <= top_k["mean_top_weight"] <= 1.0
+    assert top_k["entropy_nats"] == pytest.approx(tied * 0.693147, abs=1e-5)
 
 
 def test_pretrained_student_starts_from_the_teacher_encoder(tiny_teachers):
@@ -122,6 +134,19 @@ def test_pretrained_student_starts_from_the_teacher_encoder(tiny_teachers):
         load_pretrained_encoder(smaller, tiny_teachers[0])
     with pytest.raises(RecipeError, match="--pretrain False"):
         load_pretrained_encoder(smaller, None)
+
+
+def test_pretrain_st_dir_takes_a_file_or_a_folder(tiny_teachers, tmp_path):
+    model_ckpt = tiny_teachers[0]  # .../save/CKPT+.../model.ckpt
+    checkpoint_folder = os.path.dirname(model_ckpt)
+    save_folder = os.path.dirname(checkpoint_folder)
+    run_folder = os.path.dirname(save_folder)
+    for given in (model_ckpt, checkpoint_folder, save_folder, run_folder):
+        assert os.path.samefile(pretrained_model_path(given), model_ckpt), given
+    with pytest.raises(RecipeError, match=r"neither a teacher model.ckpt nor a"):
+        pretrained_model_path(str(tmp_path))
+    with pytest.raises(RecipeError, match="--pretrain False"):
+        pretrained_model_path(str(tmp_path / "missing"))
 
 
 def test_resume_continues_without_redoing_epochs(mini_corpus, teacher_store, kd_runs):

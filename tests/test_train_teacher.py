@@ -71,7 +71,7 @@ def test_second_teacher_differs_as_its_file_says(tiny_teachers):
     assert config["model"]["dec_rnn_type"] == "lstm"  # tea3: LSTM decoder
     assert config["model"]["dropout"] == 0.2
     resolved = open(os.path.join(os.path.dirname(save), "hyperparams.yaml")).read()
-    assert re.search(r"^speed_perturb: false", resolved, re.M)
+    assert re.search(r"^augment: false", resolved, re.M)
 
 
 @pytest.mark.parametrize("config", TEACHERS)
@@ -94,11 +94,11 @@ def test_teacher_files_carry_the_original_differences():
 
     assert values(1) == {
         "teacher_name": "tea1", "seed": 1001, "batch_size": 16, "dropout": 0.3,
-        "speed_perturb": False,
+        "augment": False,
     }  # fmt: skip
     assert values(6)["cnn_blocks"] == 1 and values(6)["dnn_neurons"] == 320
-    assert values(7)["rnn_neurons"] == 640 and values(7)["speed_perturb"] is False
-    assert "speed_perturb" not in values(0) and "speed_perturb" not in values(2)
+    assert values(7)["rnn_neurons"] == 640 and values(7)["augment"] is False
+    assert "augment" not in values(0) and "augment" not in values(2)
     # Teacher files stay short: what differs, nothing else.
     for path in TEACHERS:
         assert len(open(path).read().splitlines()) <= 12
@@ -123,6 +123,9 @@ def test_misspelt_key_names_the_key_and_a_fix(tmp_path):
     )
     with pytest.raises(HparamsError, match="Did you mean dropout"):
         load_hparams([str(child), "--data_folder", "x"])
+    # a renamed key names its new name
+    with pytest.raises(HparamsError, match="renamed: use `augment`"):
+        load_hparams([TEACHERS[0], "--data_folder", "x", "--speed_perturb", "False"])
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
