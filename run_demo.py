@@ -79,6 +79,10 @@ SHARED_SETTINGS = {
     },
     "time_pooling_size": 3,
     "num_workers": 0,
+    # The original's augmentation (tea0, tea2, student) off for every run: at
+    # CPU size and 12 epochs it slowed learning (tea0 valid greedy-CTC PER at
+    # epoch 5: 56.0 % with it, 22.5 % without; docs/kd_study.md).
+    "augment": False,
 }
 # The student's own keys, also given to the baseline (train_kd.yaml sets the
 # original student's dropout 0.25, CTC weight 0.1 and lr 5e-4 otherwise).

@@ -173,22 +173,26 @@ class KDBrain(ASRBrain):
         p_seq = student_kd_log_probs(
             predictions.p_seq, hp.temperature, hp.soften_student
         )
-        kd_ctc = ctc_kd_loss(
-            p_ctc,
-            predictions.wav_lens,
-            targets["ctc_hyps"],
-            targets["ctc_hyp_lens"],
-            w_ctc,
-            hp.blank_index,
-        )
+        if hp.distill_ctc:
+            kd_ctc = ctc_kd_loss(
+                p_ctc,
+                predictions.wav_lens,
+                targets["ctc_hyps"],
+                targets["ctc_hyp_lens"],
+                w_ctc,
+                hp.blank_index,
+            )
+            self._add_weights("ctc", w_ctc)
+        else:  # the CTC branch learns from the reference alone
+            kd_ctc = p_ctc.new_zeros(())
         _, eos_lens = batch.phn_encoded_eos
         kd_seq = seq_kd_loss(p_seq, targets["att_dist"], w_seq, eos_lens)
         total, parts = kd_objective(
-            kd_ctc, kd_seq, loss_ctc, loss_seq, hp.alpha, hp.temperature, hp.ctc_weight
-        )
+            kd_ctc, kd_seq, loss_ctc, loss_seq, hp.alpha, hp.temperature,
+            hp.ctc_weight, hp.distill_ctc,
+        )  # fmt: skip
         self.log_loss_part("kd_ctc", parts["kd_ctc"])
         self.log_loss_part("kd_seq", parts["kd_seq"])
-        self._add_weights("ctc", w_ctc)
         self._add_weights("seq", w_seq)
         return total
 

@@ -329,11 +329,16 @@ def _detached(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
 
-def kd_objective(kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, ctc_weight):
+def kd_objective(
+    kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, ctc_weight, distill_ctc=True
+):
     """Combines KD and supervised losses into the student's training objective.
 
     loss_ctc = T^2 * alpha * kd_ctc + (1 - alpha) * sup_ctc, loss_seq likewise,
-    total = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_seq.
+    total = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_seq. Without
+    ``distill_ctc`` the CTC branch learns from the reference alone
+    (loss_ctc = sup_ctc, as without distillation) and only the attention
+    branch is distilled.
 
     Arguments
     ---------
@@ -347,6 +352,8 @@ def kd_objective(kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, ctc_weigh
         T, the temperature the teachers' distributions were stored with.
     ctc_weight : float
         Weight of the CTC side against the attention side, in [0, 1].
+    distill_ctc : bool
+        False: ``kd_ctc`` is ignored and the CTC side is supervised only.
 
     Returns
     -------
@@ -355,7 +362,10 @@ def kd_objective(kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, ctc_weigh
         values for logging: kd_ctc, kd_seq, sup_ctc, sup_seq, loss_ctc, loss_seq.
     """
     kd_scale = temperature**2 * alpha
-    loss_ctc = kd_scale * kd_ctc + (1 - alpha) * sup_ctc
+    if distill_ctc:
+        loss_ctc = kd_scale * kd_ctc + (1 - alpha) * sup_ctc
+    else:
+        loss_ctc = sup_ctc
     loss_seq = kd_scale * kd_seq + (1 - alpha) * sup_seq
     total = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_seq
     parts = {

@@ -467,6 +467,11 @@ def test_kd_objective_by_hand():
     # alpha = 0: the supervised objective alone, whatever T
     total, _ = kd_objective(1.5, 0.8, 2.0, 1.2, 0.0, 3.0, 0.3)
     assert total == pytest.approx(0.3 * 2.0 + 0.7 * 1.2)
+    # attention branch alone: loss_ctc = sup_ctc = 2.0, loss_seq = 2.2 as above
+    # total = 0.3 * 2.0 + 0.7 * 2.2 = 0.6 + 1.54 = 2.14
+    total, parts = kd_objective(1.5, 0.8, 2.0, 1.2, 0.5, 2.0, 0.3, distill_ctc=False)
+    assert total == pytest.approx(2.14)
+    assert parts["loss_ctc"] == 2.0 and parts["loss_seq"] == pytest.approx(2.2)
 
 
 # One utterance, one frame / decoder step, two labels, at T = 2. Teacher logits

@@ -51,7 +51,8 @@ def weights_log(out):
 @pytest.fixture(scope="module")
 def kd_runs(mini_corpus, teacher_store, tiny_teachers, tmp_path_factory):
     """One student per strategy: average pretrained from teacher 0 (same
-    sizes), top-k likewise but given teacher 0's checkpoint folder, best and
+    sizes), top-k likewise but given teacher 0's checkpoint folder and with
+    its CTC branch not distilled, best and
     weighted smaller and from scratch; weighted with the original's
     augmentation and a weight temperature, best with dynamic batching."""
     root = tmp_path_factory.mktemp("kd")
@@ -69,7 +70,8 @@ def kd_runs(mini_corpus, teacher_store, tiny_teachers, tmp_path_factory):
         "top-k": run_kd(
             mini_corpus, teacher_store, root / "top-k", "--strategy", "top-k",
             "--pretrain", "True", "--pretrain_st_dir",
-            os.path.dirname(tiny_teachers[0]), *TINY_MODEL,
+            os.path.dirname(tiny_teachers[0]), "--distill_ctc", "False",
+            *TINY_MODEL,
         ),
         "weighted": run_kd(
             mini_corpus, teacher_store, root / "weighted", "--strategy", "weighted",
@@ -93,7 +95,11 @@ def test_each_strategy_trains_and_reports(kd_runs, strategy):
         assert f.readline().startswith("PER: ")
     summary = weights_log(out)[0]
     assert summary["epoch"] == 1
-    for branch in ("ctc", "seq"):
+    distilled = ("seq",) if strategy == "top-k" else ("ctc", "seq")
+    assert sorted(k for k in summary if k != "epoch") == sorted(distilled)
+    if strategy == "top-k":  # --distill_ctc False: no CTC KD term
+        assert re.search(r"train kd_ctc: 0\.0+(e\+00)?,", log)
+    for branch in distilled:
         weights = summary[branch]["mean_weight_per_teacher"]
         assert len(weights) == 2 and sum(weights) == pytest.approx(1.0, abs=1e-5)
     resolved = open(os.path.join(out, "hyperparams.yaml")).read()
