@@ -243,8 +243,8 @@ def paired_bootstrap(
     return {
         "difference": float(difference),
         "relative": float(100 * difference / baseline_per) if baseline_per else None,
-        "ci_low": float(low),
-        "ci_high": float(high),
+        "ci_low": float(low) + 0.0,  # + 0.0: no "-0.00" in the sentence
+        "ci_high": float(high) + 0.0,
         "p_value": float(p_value),
         "baseline_PER": float(baseline_per),
         "student_PER": float(baseline_per + difference),

@@ -116,12 +116,13 @@ def teacher_store(mini_corpus, teacher_list, tmp_path_factory):
     return os.path.join(str(out), "store")
 
 
-def write_per_test(path, edits, ref_tokens, ids=None):
+def write_per_test(path, edits, ref_tokens, ids=None, ctc_per=None):
     """A ``per_test.txt`` as a test run writes it (``mtkd.brain.write_per_report``
     on SpeechBrain's ``ErrorRateStats``), for utterances with the given numbers
     of edits and reference phones: utterance k's hypothesis substitutes its
     first ``edits[k]`` phones (an edit count above the reference length adds
-    insertions). ``ids`` default to ``SPK<k // 8>_SX<k>``."""
+    insertions). ``ids`` default to ``SPK<k // 8>_SX<k>``; ``ctc_per`` (the
+    greedy CTC PER of the first line) defaults to the PER."""
     from speechbrain.utils.metric_stats import ErrorRateStats
 
     from mtkd.brain import write_per_report
@@ -134,5 +135,6 @@ def write_per_test(path, edits, ref_tokens, ids=None):
         hyp = ["iy"] * subs + ["aa"] * (n_ref - subs) + ["s"] * (n_edits - subs)
         stats.append([utt], [hyp], [ref])
     per = stats.summarize("error_rate")
-    write_per_report(str(path), {"PER": per, "CTC_PER": per}, stats)
+    ctc_per = per if ctc_per is None else ctc_per
+    write_per_report(str(path), {"PER": per, "CTC_PER": ctc_per}, stats)
     return str(path)
