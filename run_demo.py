@@ -1,25 +1,44 @@
 #!/usr/bin/env python3
 """The whole recipe in one command: teachers, teacher store, four students.
 
-    python run_demo.py                      # mini corpus, about 25 min on 2 cores
+    python run_demo.py                      # mini corpus, one seed
+    python run_demo.py --seeds 3            # the students at 3 seeds each
     python run_demo.py --quick              # tiny smoke run, under 3 minutes
     python run_demo.py --data_folder /path/to/TIMIT --device cuda
 
 Runs the three stages exactly as a user would, as subprocesses with the same
 command lines (each one is printed, and logged in ``<output_folder>/logs/``):
 
-1. makes the mini corpus (``tools/make_mini_timit.py``) unless ``--data_folder``
-   is given (any TIMIT-format corpus, real TIMIT included);
+1. makes the mini corpus (``tools/make_mini_timit.py --preset demo_core``:
+   TIMIT's 24 core-test speakers, 192 test and 128 valid utterances) unless
+   ``--data_folder`` is given (any TIMIT-format corpus, real TIMIT included);
 2. trains K teachers with ``train_teacher.py hparams/teachers/teaK.yaml``:
    they differ the way tea0..tea9 do (dropout, depth, width, decoder cell,
    augmentation, seed), at CPU size (see ``teacher_sizes``);
 3. writes the teacher list file and runs ``save_teachers.py``;
 4. trains one student architecture, smaller than the teachers, four times
-   with the same seed and training settings: without distillation
+   per seed with the same seed and training settings: without distillation
    (``train_teacher.py``, named student-baseline) and with ``train_kd.py
-   --strategy average | best | weighted``;
-5. writes ``RESULTS.md``, ``results.json`` and ``valid_per.png`` (mtkd/results.py)
-   and prints the table.
+   --strategy average | best | weighted``; ``--seeds N`` does this for the
+   student seeds 2000, 2001, ..., 2000 + N - 1 (plus ``--seed``), each in
+   ``students/<strategy>/seed<S>/``;
+5. writes ``RESULTS.md``, ``results.json`` and ``valid_per.png`` (mtkd/results.py):
+   one row per model, mean +- std over seeds, and under it each distilled
+   student against the baseline: PER difference, 95 % CI and p-value of a
+   paired bootstrap over the test utterances, seed i against seed i
+   (mtkd/significance.py, docs/results-and-significance.md).
+
+Seeds: the teachers are trained once, at their own seeds, whatever ``--seeds``
+says; only the students' seed varies. The question the demo asks is whether
+distilling *these* teachers helps *this* student, so the teachers are an input
+like the corpus: one teacher store serves every seed, each KD student of seed
+i is compared with the baseline of the same seed i, and what the seeds measure
+is the students' own seed-to-seed variance, which is what decides whether a
+KD-minus-baseline difference is real. Retraining the teachers per seed would
+multiply the teachers' time and the store by N and mix a second question in
+(would other teachers of the same recipe help as much?); ask that one
+separately with ``--seed`` (it shifts every run's seed, teachers included)
+and another ``--output_folder``.
 
 Runs without a dependency between them go side by side (``--jobs``, default 2
 on CPU: one torch thread each). A finished run is not redone when the demo is
@@ -38,10 +57,12 @@ import time
 import yaml
 
 from mtkd import RecipeError
+from mtkd.mini_timit import PRESETS, MiniTimitError, existing_corpus
 from mtkd.results import (
     COST_COLUMNS,
     PLOT_PNG,
     add_costs,
+    group_runs,
     log_line_values,
     read_run,
     test_files,
@@ -89,10 +110,10 @@ SHARED_SETTINGS = {
 STUDENT_SETTINGS = {"dropout": 0.15, "augment": False, "batch_size": 8}
 KD_SETTINGS = {"alpha": 0.5, "temperature": 1.0, "pretrain": False}
 STRATEGIES = ("average", "best", "weighted")
-STUDENT_SEED = 2000  # train_kd.yaml's
+STUDENT_SEED = 2000  # train_kd.yaml's; seed i of --seeds N is STUDENT_SEED + i
 
 DEMO = {
-    "preset": "demo",
+    "preset": "demo_core",
     "num_teachers": 3,
     "teacher_width": 96,
     "student_width": 64,
@@ -337,22 +358,6 @@ def build_jobs(args, data_folder):
         )  # fmt: skip
     teacher_jobs = [job.name for job in jobs]
 
-    student = {
-        **shared,
-        **STUDENT_SETTINGS,
-        **student_sizes(args.student_width),
-        "number_of_epochs": args.student_epochs,
-        "seed": STUDENT_SEED + args.seed,
-    }
-    folder = os.path.join(out, "students", "baseline")
-    argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
-    argv += ["--output_folder", folder, "--teacher_name", "student-baseline"]
-    argv += flags(student)
-    jobs.append(
-        Job("student-baseline", argv, folder, os.path.join(folder, "per_test.txt"),
-            log_file=os.path.join(logs, "student-baseline.log"))
-    )  # fmt: skip
-
     store_folder = os.path.join(out, "save_teachers")
     list_file = os.path.join(out, "teachers.txt")
     argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
@@ -364,20 +369,66 @@ def build_jobs(args, data_folder):
     )  # fmt: skip
     teacher_folders = [job.folder for job in jobs[: len(teacher_jobs)]]
     save.prepare = lambda: write_teacher_list(list_file, teacher_folders)
-    jobs.append(save)
 
-    for strategy in STRATEGIES:
-        folder = os.path.join(out, "students", strategy)
-        argv = ["train_kd.py", "hparams/train_kd.yaml", *common]
-        argv += ["--output_folder", folder, "--strategy", strategy]
-        argv += ["--tea_infer_dir", os.path.join(store_folder, "store")]
-        argv += flags({**student, **KD_SETTINGS})
+    # Seed by seed (baseline, then the distilled students), so that a demo
+    # stopped early leaves whole seeds; baselines need no teacher and start
+    # as soon as a slot is free.
+    for seed in student_seeds(args):
+        student = {
+            **shared,
+            **STUDENT_SETTINGS,
+            **student_sizes(args.student_width),
+            "number_of_epochs": args.student_epochs,
+            "seed": seed,
+        }
+        folder = student_folder(out, "baseline", seed)
+        argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
+        argv += ["--output_folder", folder, "--teacher_name", "student-baseline"]
+        argv += flags(student)
+        name = f"student-baseline-seed{seed}"
         jobs.append(
-            Job(f"student-{strategy}", argv, folder,
-                os.path.join(folder, "per_test.txt"), after=["save_teachers"],
-                log_file=os.path.join(logs, f"student-{strategy}.log"))
+            Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+                log_file=os.path.join(logs, f"{name}.log"))
         )  # fmt: skip
+        if save not in jobs:
+            jobs.append(save)
+        for strategy in STRATEGIES:
+            folder = student_folder(out, strategy, seed)
+            argv = ["train_kd.py", "hparams/train_kd.yaml", *common]
+            argv += ["--output_folder", folder, "--strategy", strategy]
+            argv += ["--tea_infer_dir", os.path.join(store_folder, "store")]
+            argv += flags({**student, **KD_SETTINGS})
+            name = f"student-{strategy}-seed{seed}"
+            jobs.append(
+                Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+                    after=["save_teachers"],
+                    log_file=os.path.join(logs, f"{name}.log"))
+            )  # fmt: skip
     return jobs
+
+
+def student_seeds(args):
+    """The students' seeds: STUDENT_SEED + --seed + i for i < --seeds."""
+    return [STUDENT_SEED + args.seed + i for i in range(args.seeds)]
+
+
+def student_folder(out, strategy, seed):
+    """Where a student run writes: one folder per strategy and seed, so that
+    no two runs share one and --seeds 3 after --seeds 1 reuses seed 0."""
+    return os.path.join(out, "students", strategy, f"seed{seed}")
+
+
+def check_layout(out):
+    """A demo folder from before --seeds (students/<strategy>/ was the run
+    folder itself) is not reused: its corpus and layout differ."""
+    for strategy in ("baseline", *STRATEGIES):
+        old = os.path.join(out, "students", strategy, "hyperparams.yaml")
+        if os.path.isfile(old):
+            raise DemoError(
+                f"{out} holds a demo made by an older run_demo.py ({old}: one "
+                "seed, students/<strategy>/ as the run folder, and another "
+                "corpus). Remove that folder or give another --output_folder."
+            )
 
 
 def write_teacher_list(list_file, teacher_folders):
@@ -393,9 +444,24 @@ def write_teacher_list(list_file, teacher_folders):
 
 
 def make_corpus(args, say):
-    """The mini corpus in TIMIT's layout (made once; same seed, same bytes)."""
-    corpus = os.path.join(os.path.abspath(args.output_folder), "TIMIT")
-    if os.path.isfile(os.path.join(corpus, "MINI_TIMIT.json")):
+    """The mini corpus in TIMIT's layout (made once; same seed, same bytes).
+
+    A corpus already in the output folder is reused only if it was made with
+    this preset and seed; one made with others (the ``demo`` preset of an
+    older run_demo.py, with 32 test utterances) is an error: the runs next to
+    it were trained and tested on it.
+    """
+    out = os.path.abspath(args.output_folder)
+    corpus = os.path.join(out, "TIMIT")
+    try:
+        existing = existing_corpus(corpus, seed=args.corpus_seed, preset=args.preset)
+    except MiniTimitError as err:
+        raise DemoError(
+            f"{err}.\nThe demo now uses the mini corpus preset {args.preset!r} "
+            f"({PRESETS[args.preset]}), and the runs in {out} were made on "
+            f"the corpus there: remove {out} or give another --output_folder."
+        ) from None
+    if existing is not None:
         say(f"mini corpus: {corpus} (already made)")
         return corpus
     argv = ["tools/make_mini_timit.py", corpus, "--preset", args.preset]
@@ -425,6 +491,8 @@ def machine_line(args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
+        # The docstring's paragraph on seeds: why the teachers stay fixed.
+        epilog=next(p for p in __doc__.split("\n\n") if p.startswith("Seeds:")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (<3 min)")
@@ -446,6 +514,14 @@ def parse_args(argv):
         "--seed", type=int, default=0,
         help="added to every run's seed (teacher K: 1000 + K, students: 2000)",
     )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, default=1,
+        help="student seeds: the baseline and every KD student are trained at "
+        "seeds 2000 + --seed + i, i < N (default 1). The teachers are trained "
+        "once at their own seeds: one store serves all, and the seeds measure "
+        "the students' seed-to-seed variance, against which the KD-minus-"
+        "baseline difference is tested (seed i vs seed i)",
+    )  # fmt: skip
     parser.add_argument("--corpus_seed", type=int, default=1234)
     parser.add_argument(
         "--cost_files", type=int,
@@ -463,6 +539,8 @@ def parse_args(argv):
         args.output_folder = "results/demo_quick" if args.quick else "results/demo"
     if args.jobs is None:
         args.jobs = 1 if args.device.startswith("cuda") else min(2, os.cpu_count())
+    if args.seeds < 1:
+        parser.error("--seeds must be 1 or more")
     if args.teachers is None and not 1 <= args.num_teachers <= len(TEACHER_ORDER):
         parser.error(f"--num_teachers must be 1 to {len(TEACHER_ORDER)}")
     return args
@@ -475,6 +553,7 @@ def main(argv=None):
     def say(text):
         print(text, flush=True)
 
+    check_layout(os.path.abspath(args.output_folder))
     data_folder = args.data_folder or make_corpus(args, say)
     jobs = build_jobs(args, os.path.abspath(data_folder))
     # One intra-op thread per run on CPU (two runs on two cores measured 2x
@@ -489,17 +568,25 @@ def main(argv=None):
     if args.cost_files:
         # Size and speed of every model, measured the same way one after the
         # other here (mtkd.export.model_cost), on the same test files.
-        say(f"size and real-time factor of {len(runs)} models ...")
+        # One seed per model: the architecture, not the seed, sets them.
+        first_seeds = [group["runs"][0] for group in group_runs(runs)]
+        say(f"size and real-time factor of {len(first_seeds)} models ...")
         files = test_files(runs[0], args.cost_files)
-        add_costs(runs, files, args.device, repeats=1 if args.quick else 3)
+        add_costs(first_seeds, files, args.device, repeats=1 if args.quick else 3)
         columns = COST_COLUMNS
     minutes = (time.time() - t0) / 60
+    seeds = student_seeds(args)
+    seeds_text = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else (f"seeds {seeds[0]}-{seeds[-1]} (teachers: one seed each)")
+    )
     preamble = [
         f"`python {shlex.join(['run_demo.py', *(argv or sys.argv[1:])])}` on "
         f"{machine_line(args)}: {minutes:.1f} min this time (runs already done "
         "are not redone). Wall times below are each run's own (epochs and test).",
         f"Data: {data_folder}. Teachers: {', '.join(teacher_names(args))}; "
-        f"students: seed {STUDENT_SEED + args.seed}, width {args.student_width}, alpha "
+        f"students: {seeds_text}, width {args.student_width}, alpha "
         f"{KD_SETTINGS['alpha']}, temperature {KD_SETTINGS['temperature']}.",
     ]
     out = os.path.abspath(args.output_folder)

@@ -10,8 +10,19 @@ already write (``hyperparams.yaml``, ``train_log.txt``, ``per_test.txt``,
 ``save/model_config.json``): real TIMIT runs, the demo's runs, any mix. Writes
 ``RESULTS.md``, ``results.json`` and ``valid_per.png`` to ``--out`` (default:
 the current folder) and prints the table. Teachers come first, then students.
+
+Runs of one model at several seeds (same name, from ``hyperparams.yaml``:
+``teacher_name``, or ``student-<strategy>`` for ``train_kd.py``; same settings
+but the seed) make one row: mean +- sample standard deviation, each seed's
+value in ``results.json``. Under the table, every distilled student is tested
+against ``student-baseline``: the PER difference with its 95 % confidence
+interval and p-value (a paired bootstrap over the test utterances of
+``per_test.txt``, seed i against seed i: ``mtkd/significance.py``), and the
+verdict follows from it. See docs/results-and-significance.md.
+
 ``--cost`` adds each model's checkpoint size and real-time factor on CPU, all
-measured the same way in this one process (``mtkd.results.add_costs``).
+measured the same way in this one process (``mtkd.results.add_costs``), on the
+first seed of each model.
 """
 
 import argparse
@@ -20,13 +31,16 @@ import sys
 
 from mtkd import RecipeError
 from mtkd.results import (
+    BASELINE,
     COST_COLUMNS,
     PLOT_PNG,
     add_costs,
+    group_runs,
     test_files,
     write_results,
 )
 from mtkd.results import read_run as read_one_run
+from mtkd.significance import UNITS
 
 RUN_FILES = ("hyperparams.yaml", "train_log.txt")
 
@@ -59,7 +73,7 @@ def sort_key(run):
     """Teachers, then the baseline student, then the others, by name and seed."""
     return (
         run["kind"] != "teacher",
-        run["name"] != "student-baseline",
+        run["name"] != BASELINE,
         run["name"],
         run["seed"] or 0,
     )
@@ -80,15 +94,24 @@ def main(argv=None):
     parser.add_argument("--cost_files", type=int, default=8, help="default: 8")
     parser.add_argument("--cost_repeats", type=int, default=3, help="default: 3")
     parser.add_argument("--device", default="cpu", help="for --cost (default: cpu)")
+    parser.add_argument(
+        "--bootstrap_unit", choices=UNITS, default="utterance",
+        help="what the significance test resamples (default: utterance; speaker:"
+        " all utterances of a speaker together, wider intervals)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     runs = [read_one_run(folder) for folder in find_runs(args.dirs)]
     runs.sort(key=sort_key)
     columns = ()
     if args.cost:
         files = test_files(runs[0], args.cost_files)
-        add_costs(runs, files, args.device, args.cost_repeats)
+        first_seeds = [group["runs"][0] for group in group_runs(runs)]
+        add_costs(first_seeds, files, args.device, args.cost_repeats)
         columns = COST_COLUMNS
-    print(write_results(runs, args.out, args.title, extra_columns=columns))
+    text = write_results(
+        runs, args.out, args.title, extra_columns=columns, unit=args.bootstrap_unit
+    )
+    print(text)
     print(f"Written: {args.out}/RESULTS.md, results.json, {PLOT_PNG}")
 
 

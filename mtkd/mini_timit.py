@@ -82,6 +82,7 @@ __all__ = [
     "MiniTimitError",
     "SentenceGenerator",
     "UnmappedPhonemeError",
+    "existing_corpus",
     "make_mini_timit",
     "phones_for_mnemonic",
     "read_sphere",
@@ -133,9 +134,15 @@ MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "Andy", "Lee")
 
 # Speaker counts of the presets. "Usable" utterances (SA1/SA2 excluded, as the
 # preparation does) are 8 per speaker with the default SX/SI counts.
+# "demo_core" is "demo" with TIMIT's whole core test set (24 speakers, 192
+# utterances) and 16 dev speakers (128 utterances, two per dialect region), so
+# that a 10 % relative PER difference can come out significant; its training
+# speakers and their audio are the same as "demo"'s (same seed: the train
+# speakers are planned and numbered first).
 PRESETS = {
     "tiny": {"train_speakers": 6, "dev_speakers": 2, "test_speakers": 2},
     "demo": {"train_speakers": 48, "dev_speakers": 4, "test_speakers": 4},
+    "demo_core": {"train_speakers": 48, "dev_speakers": 16, "test_speakers": 24},
 }
 
 # The two dialect sentences every TIMIT speaker reads.
@@ -1545,6 +1552,28 @@ def _check_existing(out, options):
     return marker.get("summary")
 
 
+def existing_corpus(
+    out_dir,
+    seed=1234,
+    preset="demo",
+    *,
+    train_speakers=None,
+    dev_speakers=None,
+    test_speakers=None,
+    sx_per_speaker=5,
+    si_per_speaker=3,
+):
+    """The stored summary of the corpus in ``out_dir`` if ``make_mini_timit``
+    made it with these options; None if ``out_dir`` does not exist.
+
+    Raises MiniTimitError if ``out_dir`` holds an incomplete corpus or one
+    made with other options (another preset, seed or speaker count).
+    """
+    counts = _resolve_counts(preset, train_speakers, dev_speakers, test_speakers)
+    options = _options(seed, preset, counts, sx_per_speaker, si_per_speaker)
+    return _check_existing(Path(out_dir), options)
+
+
 def make_mini_timit(
     out_dir,
     seed=1234,
@@ -1569,7 +1598,9 @@ def make_mini_timit(
         same seed and options give the same bytes.
     preset : str
         ``"tiny"`` (6 train, 2 dev, 2 core-test speakers: 48/16/16 usable
-        utterances) or ``"demo"`` (48/4/4 speakers: 384/32/32).
+        utterances), ``"demo"`` (48/4/4 speakers: 384/32/32) or
+        ``"demo_core"`` (48/16/24 speakers: 384/128/192, TIMIT's whole core
+        test set; run_demo.py's corpus).
     train_speakers, dev_speakers, test_speakers : int or None
         Override the preset's number of speakers.
     sx_per_speaker, si_per_speaker : int

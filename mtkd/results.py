@@ -10,8 +10,13 @@ set of runs can be summarised, real TIMIT runs included:
 - ``per_test.txt``: the test PER of the best-valid checkpoint (first line);
 - ``save/model_config.json``: the architecture, to count its parameters.
 
-``summarize_runs(folders)`` gives one dict per run; ``write_results`` writes
-``RESULTS.md``, ``results.json`` and ``valid_per.png`` from them.
+``summarize_runs(folders)`` gives one dict per run; ``group_runs`` gathers
+the seeds of one model (same name, same settings but the seed) into one row
+with mean +- standard deviation; ``compare_to_baseline`` tests each distilled
+student against the baseline student (``mtkd.significance``: paired bootstrap
+on the per-utterance edit counts of ``per_test.txt``, pooled over seeds);
+``write_results`` writes ``RESULTS.md``, ``results.json`` and
+``valid_per.png`` from them. docs/results-and-significance.md explains it all.
 """
 
 import json
@@ -20,6 +25,21 @@ import re
 import statistics
 
 from mtkd import RecipeError
+from mtkd.significance import (
+    SIGNIFICANCE_LEVEL,
+    describe,
+    paired_bootstrap,
+    run_edit_counts,
+)
+
+BASELINE = "student-baseline"
+# Convergence: the valid PER change over this many last epochs is reported,
+# and a fall of more than CONVERGED_PERCENT of the valid PER over them is
+# called "still learning" under the table.
+LAST_EPOCHS = 3
+CONVERGED_PERCENT = 2.0
+# Hyperparameters that do not make two runs different models.
+NOT_SETTINGS = {"seed", "__set_seed", "teacher_name"}
 
 RESULTS_MD = "RESULTS.md"
 RESULTS_JSON = "results.json"
@@ -96,7 +116,11 @@ def read_run(folder):
     ``parameters``, ``selection_metric``, ``valid_PER`` (the selection metric's
     value at the kept checkpoint), ``best_epoch``, ``test_PER`` (the run's test
     search), ``test_CTC_PER`` (greedy CTC), ``wall_time_s`` (training epochs
-    and test; None when the log has no times), ``epochs`` (per-epoch rows).
+    and test; None when the log has no times), ``valid_change_last3`` (the
+    selection metric's valid PER at the last epoch minus ``LAST_EPOCHS``
+    epochs before it, PER points; None with fewer epochs), ``epochs``
+    (per-epoch rows) and ``settings`` (every other top-level hyperparameter
+    of the run, paths into its own folder left out: what makes it a model).
     """
     folder = os.path.abspath(folder)
     paths = {
@@ -139,8 +163,20 @@ def read_run(folder):
         "test_CTC_PER": float(first.get("CTC_PER", "nan")),
         "test_search": _search_words(values),
         "wall_time_s": None if None in times else round(sum(times), 1),
+        "valid_change_last3": valid_change(epochs, key),
         "epochs": epochs,
+        "settings": {
+            k: v for k, v in values.items() if k not in NOT_SETTINGS and folder not in v
+        },
     }
+
+
+def valid_change(epochs, key, last=LAST_EPOCHS):
+    """``key`` at the last epoch row minus ``last`` rows before it (None when
+    the run has ``last`` epochs or fewer): what the last epochs bought."""
+    if len(epochs) <= last:
+        return None
+    return round(epochs[-1][key] - epochs[-1 - last][key], 4)
 
 
 def add_costs(runs, wav_paths, device="cpu", repeats=3):
@@ -191,39 +227,142 @@ def summarize_runs(folders):
     return [read_run(folder) for folder in folders]
 
 
-def spread(runs):
-    """Spread of the teachers' test PER (max - min; stdev when 3 or more)."""
-    pers = [run["test_PER"] for run in runs if run["kind"] == "teacher"]
-    if len(pers) < 2:
-        return None
+METRICS = ("valid_PER", "test_PER", "test_CTC_PER", "valid_change_last3")
+
+
+def mean_std(values):
+    """{"mean", "std" (sample, n - 1; None for one value), "values"}; None
+    entries (no figure) are left out of mean and std but kept in values."""
+    known = [v for v in values if v is not None]
     return {
-        "n": len(pers),
-        "min": min(pers),
-        "max": max(pers),
-        "range": max(pers) - min(pers),
-        "stdev": statistics.stdev(pers) if len(pers) >= 3 else None,
+        "mean": statistics.fmean(known) if known else None,
+        "std": statistics.stdev(known) if len(known) >= 2 else None,
+        "values": list(values),
     }
 
 
-def student_comparison(runs, teacher_spread):
-    """Each distilled student against the baseline student, and whether the
-    difference exceeds the teachers' seed-to-seed spread (stdev, else range).
+def group_runs(runs):
+    """The runs of one model gathered over seeds, in order of first appearance.
 
-    Returns a list of (name, test PER minus baseline, exceeds: bool or None).
+    Runs are one model when they have the same name and the same settings
+    (``read_run``'s ``settings``: every hyperparameter but the seed and the
+    run's own paths). When runs of one name differ in other settings, each
+    set is its own model, named with those settings, e.g. ``student-best
+    (alpha=0.3)``, so that no mean mixes two configurations.
+
+    Returns a list of dicts: ``name``, ``kind``, ``seeds``, ``folders``,
+    ``runs`` (the run dicts, by seed), ``n``, ``varying`` (the settings that
+    tell it apart from other models of its name), ``parameters``, and per
+    figure of ``METRICS`` and ``wall_time_s`` a ``mean_std`` dict.
     """
-    baseline = next((r for r in runs if r["name"] == "student-baseline"), None)
-    if baseline is None:
-        return []
-    noise = None
-    if teacher_spread:
-        noise = teacher_spread["stdev"] or teacher_spread["range"]
-    rows = []
+    by_name = {}
     for run in runs:
-        if run["kind"] != "student" or run is baseline:
+        by_name.setdefault(run["name"], []).append(run)
+    groups = []
+    for name, named in by_name.items():
+        keys = set().union(*(run.get("settings", {}) for run in named))
+        varying = sorted(
+            k for k in keys if len({r.get("settings", {}).get(k) for r in named}) > 1
+        )
+        split = {}
+        for run in named:
+            label = tuple((k, run.get("settings", {}).get(k)) for k in varying)
+            split.setdefault(label, []).append(run)
+        for label, members in split.items():
+            members = sorted(members, key=lambda r: (r["seed"] is None, r["seed"]))
+            shown = ", ".join(f"{k}={v}" for k, v in label)
+            groups.append(
+                {
+                    "name": f"{name} ({shown})" if shown else name,
+                    "base_name": name,
+                    "kind": members[0]["kind"],
+                    "seeds": [r["seed"] for r in members],
+                    "folders": [r["folder"] for r in members],
+                    "runs": members,
+                    "n": len(members),
+                    "varying": dict(label),
+                    "parameters": members[0]["parameters"],
+                    **{
+                        key: mean_std([r.get(key) for r in members])
+                        for key in (*METRICS, "wall_time_s")
+                    },
+                }
+            )
+    return groups
+
+
+def _baseline_for(group, baselines):
+    """The baseline model a student model is compared with: the only one, or
+    the one whose distinguishing settings the student shares (None if none
+    or several fit)."""
+    settings = group["runs"][0].get("settings", {})
+    fits = [
+        b
+        for b in baselines
+        if all(settings.get(k) == v for k, v in b["varying"].items())
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+def compare_to_baseline(groups, unit="utterance", level=SIGNIFICANCE_LEVEL):
+    """Each distilled student model against the baseline student model.
+
+    Seed i of the student is paired with seed i of the baseline (by seed
+    order; with unequal numbers of seeds the first ones of each), and the
+    paired bootstrap of ``mtkd.significance`` runs on their ``per_test.txt``.
+
+    Returns a list of dicts: ``name``, ``baseline``, ``pairs`` (list of
+    [student seed, baseline seed]), ``result`` (``paired_bootstrap``'s dict,
+    or None), ``sentence`` (the verdict sentence, or why there is none).
+    """
+    baselines = [g for g in groups if g["base_name"] == BASELINE]
+    out = []
+    for group in groups:
+        if group["kind"] != "student" or group["base_name"] == BASELINE:
             continue
-        delta = run["test_PER"] - baseline["test_PER"]
-        rows.append((run["name"], delta, None if noise is None else abs(delta) > noise))
-    return rows
+        baseline = _baseline_for(group, baselines)
+        if baseline is None:
+            if baselines:
+                out.append(
+                    {
+                        "name": group["name"],
+                        "baseline": None,
+                        "pairs": [],
+                        "result": None,
+                        "sentence": f"{group['name']}: no test, "
+                        f"{len(baselines)} {BASELINE} models and none matches "
+                        "its settings alone; summarise each configuration "
+                        "with its own baseline.",
+                    }
+                )
+            continue
+        n = min(group["n"], baseline["n"])
+        result = paired_bootstrap(
+            [run_edit_counts(r["folder"]) for r in baseline["runs"][:n]],
+            [run_edit_counts(r["folder"]) for r in group["runs"][:n]],
+            unit=unit,
+        )
+        sentence = describe(group["name"], baseline["name"], result, level)
+        if n < max(group["n"], baseline["n"]):
+            sentence += (
+                f" (Only the first {n} seeds of each are paired: "
+                f"{group['n']} vs {baseline['n']}.)"
+            )
+        out.append(
+            {
+                "name": group["name"],
+                "baseline": baseline["name"],
+                "pairs": [
+                    [s["seed"], b["seed"]]
+                    for s, b in zip(
+                        group["runs"][:n], baseline["runs"][:n], strict=True
+                    )
+                ],
+                "result": result,
+                "sentence": sentence,
+            }
+        )
+    return out
 
 
 def _fmt_time(seconds):
@@ -233,33 +372,97 @@ def _fmt_time(seconds):
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def markdown_table(runs, extra_columns=()):
-    """The results table: model, parameters, valid PER, test PER, wall time.
+def _cell(stats, digits=2, signed=False):
+    """'17.76' for one seed, '17.76 ± 0.52' (sample std) for several, '-'."""
+    if stats["mean"] is None:
+        return "-"
+    text = f"{stats['mean']:{'+' if signed else ''}.{digits}f}"
+    if stats["std"] is not None:
+        text += f" ± {stats['std']:.{digits}f}"
+    return text
+
+
+def _seeds_cell(seeds):
+    """'2000', '2000-2002' (consecutive) or '2000, 2005'; '-' when unknown."""
+    if None in seeds:
+        return "-"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def markdown_table(groups, extra_columns=()):
+    """The results table, one row per model (``group_runs``): seeds,
+    parameters, valid PER, test PER, test CTC PER, the valid PER change over
+    the last 3 epochs (mean ± sample std over seeds) and the wall time per run.
 
     ``extra_columns``: (header, function of a run -> text) pairs appended to
-    each row (the size and speed columns, for example).
+    each row, given the model's first run (the size and speed columns).
     """
-    head = ["model", "seed", "parameters", "valid PER", "test PER", "test CTC PER"]
-    head += ["wall time"] + [h for h, _ in extra_columns]
+    head = ["model", "seeds", "parameters", "valid PER", "test PER", "test CTC PER"]
+    head += [f"valid change, last {LAST_EPOCHS} epochs", "wall time per run"]
+    head += [h for h, _ in extra_columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for run in runs:
+    for group in groups:
         cells = [
-            run["name"],
-            "-" if run["seed"] is None else str(run["seed"]),
-            f"{run['parameters'] / 1e3:.0f} k",
-            f"{run['valid_PER']:.2f}",
-            f"{run['test_PER']:.2f}",
-            f"{run['test_CTC_PER']:.2f}",
-            _fmt_time(run["wall_time_s"]),
-        ] + [fn(run) for _, fn in extra_columns]
+            group["name"],
+            _seeds_cell(group["seeds"]),
+            f"{group['parameters'] / 1e3:.0f} k",
+            _cell(group["valid_PER"]),
+            _cell(group["test_PER"]),
+            _cell(group["test_CTC_PER"]),
+            _cell(group["valid_change_last3"], signed=True),
+            _fmt_time(group["wall_time_s"]["mean"]),
+        ] + [fn(group["runs"][0]) for _, fn in extra_columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def notes(runs):
-    """The sentences under the table: how PERs were measured, the spread, and
-    whether student differences exceed it."""
+def runs_table(runs):
+    """Every run on its own row (shown when a model has several seeds)."""
+    head = ["model", "seed", "valid PER", "best epoch", "test PER", "test CTC PER"]
+    head += [f"valid change, last {LAST_EPOCHS} epochs", "wall time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        change = run.get("valid_change_last3")
+        cells = [
+            run["name"],
+            "-" if run["seed"] is None else str(run["seed"]),
+            f"{run['valid_PER']:.2f}",
+            str(run["best_epoch"]),
+            f"{run['test_PER']:.2f}",
+            f"{run['test_CTC_PER']:.2f}",
+            "-" if change is None else f"{change:+.2f}",
+            _fmt_time(run["wall_time_s"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def still_learning(groups, percent=CONVERGED_PERCENT):
+    """Models whose valid PER fell by more than ``percent`` % of its value over
+    the last epochs (mean over seeds): [(name, relative change in %)]."""
     out = []
+    for group in groups:
+        change = group["valid_change_last3"]["mean"]
+        runs = group["runs"]
+        key = (
+            "valid_CTC_PER"
+            if runs[0]["selection_metric"] == "CTC_PER"
+            else ("valid_PER")
+        )
+        last = statistics.fmean(r["epochs"][-1][key] for r in runs)
+        if change is not None and last > 0 and -change / last * 100 > percent:
+            out.append((group["name"], 100 * change / last))
+    return out
+
+
+def notes(groups, comparisons=()):
+    """The sentences under the table: how the figures were measured, which
+    models were still learning, and the verdict on every distilled student
+    (``compare_to_baseline``)."""
+    out = []
+    runs = [run for group in groups for run in group["runs"]]
     metrics = sorted({(r["selection_metric"], r["test_search"]) for r in runs})
     for metric, search in metrics:
         valid = "greedy CTC" if metric == "CTC_PER" else "greedy attention search"
@@ -267,28 +470,31 @@ def notes(runs):
             f"valid PER: {valid} (the selection metric), at the kept checkpoint; "
             f"test PER: {search} on that checkpoint; test CTC PER: greedy CTC."
         )
-    teacher_spread = spread(runs)
-    if teacher_spread:
-        sd = teacher_spread["stdev"]
+    if any(group["n"] > 1 for group in groups):
         out.append(
-            f"Teachers' test PER spread over {teacher_spread['n']} seeds (and "
-            f"architectures): {teacher_spread['min']:.2f} to "
-            f"{teacher_spread['max']:.2f} (range {teacher_spread['range']:.2f}"
-            + (f", stdev {sd:.2f}" if sd is not None else "")
-            + ")."
+            "Figures with ± are the mean ± sample standard deviation over the "
+            "model's seeds (every run is in the table below and in results.json)."
         )
-    for name, delta, exceeds in student_comparison(runs, teacher_spread):
-        verdict = {
-            True: "exceeds the teachers' spread",
-            False: "within the teachers' spread (not a significant difference)",
-            None: "no spread to compare with",
-        }[exceeds]
-        out.append(f"{name} vs student-baseline: {delta:+.2f} PER points, {verdict}.")
+    out.append(
+        f"valid change, last {LAST_EPOCHS} epochs: the selection metric's valid PER "
+        f"at the last epoch minus {LAST_EPOCHS} epochs before (near 0: converged; "
+        "clearly negative: still learning when training stopped)."
+    )
+    learning = still_learning(groups)
+    if learning:
+        out.append(
+            f"Still learning (valid PER down by more than {CONVERGED_PERCENT:g} % "
+            f"of its value over the last {LAST_EPOCHS} epochs): "
+            + ", ".join(f"{name} ({rel:+.1f} %)" for name, rel in learning)
+            + "."
+        )
+    out += [comparison["sentence"] for comparison in comparisons]
     return out
 
 
-def plot_valid_curves(runs, path):
-    """PNG of the selection metric's valid PER per epoch for every run."""
+def plot_valid_curves(groups, path):
+    """PNG of the selection metric's valid PER per epoch for every run, one
+    colour per model (its seeds share it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,13 +502,20 @@ def plot_valid_curves(runs, path):
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for run in runs:
-        key = "valid_CTC_PER" if run["selection_metric"] == "CTC_PER" else "valid_PER"
-        xs = [row["epoch"] for row in run["epochs"]]
-        ys = [row[key] for row in run["epochs"]]
-        style = "-" if run["kind"] == "teacher" else "--"
-        ax.plot(xs, ys, style, marker=".", label=run["name"])
-    metrics = {r["selection_metric"] for r in runs}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for number, group in enumerate(groups):
+        for k, run in enumerate(group["runs"]):
+            metric = run["selection_metric"]
+            key = "valid_CTC_PER" if metric == "CTC_PER" else "valid_PER"
+            xs = [row["epoch"] for row in run["epochs"]]
+            ys = [row[key] for row in run["epochs"]]
+            style = "-" if run["kind"] == "teacher" else "--"
+            label = group["name"] + (f" ({group['n']} seeds)" if group["n"] > 1 else "")
+            ax.plot(
+                xs, ys, style, marker=".", color=colours[number % len(colours)],
+                label=label if k == 0 else None, alpha=1.0 if k == 0 else 0.6,
+            )  # fmt: skip
+    metrics = {r["selection_metric"] for g in groups for r in g["runs"]}
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid PER (%)" + (" (greedy CTC)" if metrics == {"CTC_PER"} else ""))
     ax.set_yscale("log")
@@ -319,20 +532,40 @@ def plot_valid_curves(runs, path):
     return path
 
 
-def write_results(runs, out_dir, title="Results", preamble=(), extra_columns=()):
-    """Writes RESULTS.md, results.json and valid_per.png; returns the markdown."""
+def write_results(
+    runs, out_dir, title="Results", preamble=(), extra_columns=(), unit="utterance"
+):
+    """Writes RESULTS.md, results.json and valid_per.png; returns the markdown.
+
+    ``runs``: ``read_run`` dicts, in the order the table should follow;
+    ``unit``: what the significance test's bootstrap draws (utterance or
+    speaker). results.json holds ``runs`` (every run, every figure),
+    ``models`` (``group_runs`` without the run dicts: per figure the mean,
+    sample std and each seed's value), ``comparisons``
+    (``compare_to_baseline``) and ``notes`` (the sentences under the table).
+    """
     os.makedirs(out_dir, exist_ok=True)
-    plot_valid_curves(runs, os.path.join(out_dir, PLOT_PNG))
+    groups = group_runs(runs)
+    comparisons = compare_to_baseline(groups, unit)
+    plot_valid_curves(groups, os.path.join(out_dir, PLOT_PNG))
     lines = [f"# {title}", "", *preamble]
     if preamble:
         lines.append("")
-    lines += [markdown_table(runs, extra_columns), ""]
-    sentences = notes(runs)
+    lines += [markdown_table(groups, extra_columns), ""]
+    sentences = notes(groups, comparisons)
     lines += [f"- {sentence}" for sentence in sentences]
+    if any(group["n"] > 1 for group in groups):
+        lines += ["", "Every run:", "", runs_table(runs)]
     lines += ["", f"![valid PER per epoch]({PLOT_PNG})", ""]
     text = "\n".join(lines)
     _atomic_write(os.path.join(out_dir, RESULTS_MD), text)
-    payload = {"runs": runs, "teacher_spread": spread(runs), "notes": sentences}
+    models = [{k: v for k, v in g.items() if k != "runs"} for g in groups]
+    payload = {
+        "runs": runs,
+        "models": models,
+        "comparisons": comparisons,
+        "notes": sentences,
+    }
     _atomic_write(
         os.path.join(out_dir, RESULTS_JSON), json.dumps(payload, indent=2) + "\n"
     )

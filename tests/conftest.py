@@ -114,3 +114,27 @@ def teacher_store(mini_corpus, teacher_list, tmp_path_factory):
         ]
     )  # fmt: skip
     return os.path.join(str(out), "store")
+
+
+def write_per_test(path, edits, ref_tokens, ids=None, ctc_per=None):
+    """A ``per_test.txt`` as a test run writes it (``mtkd.brain.write_per_report``
+    on SpeechBrain's ``ErrorRateStats``), for utterances with the given numbers
+    of edits and reference phones: utterance k's hypothesis substitutes its
+    first ``edits[k]`` phones (an edit count above the reference length adds
+    insertions). ``ids`` default to ``SPK<k // 8>_SX<k>``; ``ctc_per`` (the
+    greedy CTC PER of the first line) defaults to the PER."""
+    from speechbrain.utils.metric_stats import ErrorRateStats
+
+    from mtkd.brain import write_per_report
+
+    stats = ErrorRateStats()
+    ids = ids or [f"SPK{k // 8}_SX{k}" for k in range(len(edits))]
+    for utt, n_edits, n_ref in zip(ids, edits, ref_tokens, strict=True):
+        ref = ["aa"] * n_ref
+        subs = min(n_edits, n_ref)
+        hyp = ["iy"] * subs + ["aa"] * (n_ref - subs) + ["s"] * (n_edits - subs)
+        stats.append([utt], [hyp], [ref])
+    per = stats.summarize("error_rate")
+    ctc_per = per if ctc_per is None else ctc_per
+    write_per_report(str(path), {"PER": per, "CTC_PER": ctc_per}, stats)
+    return str(path)

@@ -40,12 +40,13 @@ def test_quick_demo_table_has_a_number_for_every_model(quick_demo):
     rows = table_rows((out / "RESULTS.md").read_text())
     assert list(rows) == TEACHERS + STUDENTS
     for name, cells in rows.items():
-        # model | seed | parameters | valid PER | test PER | test CTC PER |
-        # wall time | checkpoint | RTF (CPU)
+        # model | seeds | parameters | valid PER | test PER | test CTC PER |
+        # valid change, last 3 epochs | wall time per run | checkpoint | RTF (CPU)
         valid, test, test_ctc = (float(c) for c in cells[3:6])
         assert valid >= 0 and test >= 0 and test_ctc >= 0, name
-        assert re.fullmatch(r"(\d+ min )?\d+ s", cells[6]), cells[6]
-        assert float(cells[7].removesuffix(" MB")) > 0 and float(cells[8]) > 0
+        assert cells[6] == "-"  # one epoch: no change over the last 3
+        assert re.fullmatch(r"(\d+ min )?\d+ s", cells[7]), cells[7]
+        assert float(cells[8].removesuffix(" MB")) > 0 and float(cells[9]) > 0
     # The table is printed too, and the students are smaller than the teachers.
     assert table_rows(proc.stdout) == rows
     result = json.loads((out / "results.json").read_text())
@@ -54,16 +55,24 @@ def test_quick_demo_table_has_a_number_for_every_model(quick_demo):
         by_name[t]["parameters"] for t in TEACHERS
     )
     assert len(by_name["tea0"]["epochs"]) == 1  # --quick: one epoch each
-    assert result["teacher_spread"]["n"] == 2
     assert (out / "valid_per.png").read_bytes()[:4] == b"\x89PNG"
-    assert "student-best vs student-baseline" in (out / "RESULTS.md").read_text()
+    # Every distilled student tested against the baseline, seed 2000 vs 2000,
+    # on the 16 test utterances of the tiny corpus.
+    comparisons = {c["name"]: c for c in result["comparisons"]}
+    assert sorted(comparisons) == sorted(STUDENTS[1:])
+    for name, comparison in comparisons.items():
+        assert comparison["pairs"] == [[2000, 2000]]
+        assert comparison["result"]["n_utterances"] == 16
+        assert 0 < comparison["result"]["p_value"] <= 1
+        assert comparison["sentence"] in (out / "RESULTS.md").read_text()
+        assert comparison["sentence"].startswith(f"{name} vs student-baseline: ")
 
 
 def test_students_differ_from_the_baseline_by_distillation_only(quick_demo):
     out, _ = quick_demo
     folders = {
-        "baseline": out / "students" / "baseline",
-        **{s: out / "students" / s for s in ("average", "best", "weighted")},
+        s: out / "students" / s / "seed2000"
+        for s in ("baseline", "average", "best", "weighted")
     }
     values = {
         k: top_level_values(str(f / "hyperparams.yaml")) for k, f in folders.items()
@@ -102,3 +111,50 @@ def test_rerun_redoes_nothing_and_other_options_are_refused(quick_demo):
     assert other.returncode == 2
     assert "was made by another command" in other.stderr
     assert "--output_folder" in other.stderr
+
+
+def test_seeds_give_each_student_run_its_own_folder_and_seed(tmp_path):
+    """--seeds 2: the teachers and the store once, the baseline and the three
+    KD students at seeds 2000 and 2001, no two runs in one folder."""
+    import run_demo
+
+    args = run_demo.parse_args(
+        ["--quick", "--seeds", "2", "--output_folder", str(tmp_path / "d")]
+    )
+    jobs = run_demo.build_jobs(args, str(tmp_path / "TIMIT"))
+    names = [job.name for job in jobs]
+    assert names[:2] == TEACHERS and names.count("save_teachers") == 1
+    students = [job for job in jobs if job.name.startswith("student-")]
+    assert len(students) == 8 and len({job.folder for job in jobs}) == len(jobs)
+    for job in students:
+        strategy, seed = re.fullmatch(r"student-(\w+)-seed(\d+)", job.name).groups()
+        assert job.folder == str(tmp_path / "d" / "students" / strategy / f"seed{seed}")
+        assert job.argv[job.argv.index("--seed") + 1] == seed
+        assert job.after == ([] if strategy == "baseline" else ["save_teachers"])
+    assert sorted({job.name.rsplit("seed", 1)[1] for job in students}) == [
+        "2000", "2001",
+    ]  # fmt: skip
+    # The teachers keep their own seeds whatever --seeds says.
+    assert [job.argv[job.argv.index("--seed") + 1] for job in jobs[:2]] == [
+        "1000", "1003",
+    ]  # fmt: skip
+
+
+def test_an_older_demo_folder_is_not_reused(tmp_path):
+    """An output folder from before --seeds or with the old demo corpus is an
+    error that says what to do, not a silent reuse of its runs."""
+    old = tmp_path / "old"
+    (old / "students" / "baseline").mkdir(parents=True)
+    (old / "students" / "baseline" / "hyperparams.yaml").write_text("seed: 2000\n")
+    proc = run_script(["run_demo.py", "--output_folder", str(old)], check=False)
+    assert proc.returncode == 2 and "older run_demo.py" in proc.stderr
+    assert "--output_folder" in proc.stderr
+    corpus = tmp_path / "other" / "TIMIT"
+    corpus.mkdir(parents=True)
+    options = {"generator": "mtkd.mini_timit", "preset": "demo", "seed": 1234}
+    (corpus / "MINI_TIMIT.json").write_text(json.dumps({"options": options}))
+    proc = run_script(
+        ["run_demo.py", "--output_folder", str(tmp_path / "other")], check=False
+    )
+    assert proc.returncode == 2 and "made with other options" in proc.stderr
+    assert "'demo_core'" in proc.stderr and "--output_folder" in proc.stderr

@@ -420,3 +420,24 @@ def test_sphere_round_trip(tmp_path):
     assert os.path.getsize(path) == 1024 + 12
     data, rate = soundfile.read(path, dtype="int16")
     assert rate == 16000 and np.array_equal(data, samples)
+
+
+def test_demo_core_preset_has_the_whole_core_test_and_demo_training_speakers():
+    """The plan only (no synthesis): 24 core-test and 16 dev speakers, 8 usable
+    sentences each, and the demo preset's training speakers unchanged."""
+    from mtkd.mini_timit import PRESETS, _plan
+
+    core = _plan(1234, PRESETS["demo_core"], 5, 3)
+    demo = _plan(1234, PRESETS["demo"], 5, 3)
+    test = [s for s in core if s.role == "test"]
+    dev = [s for s in core if s.role == "dev"]
+    assert {s.spk_id.lower() for s in test} == set(CORE_TEST_SPEAKERS)
+    assert all(s.dr == CORE_TEST_SPEAKERS[s.spk_id.lower()] for s in test)
+    assert len(dev) == 16 and {s.spk_id.lower() for s in dev} <= set(DEV_SPEAKERS)
+    assert sorted(s.dr for s in dev) == sorted(2 * list(DIALECT_ACCENTS))
+    usable = [u for s in test for u in s.utterances if not u.stem.startswith("SA")]
+    assert len(usable) == 192
+    # Same seed: the same training speakers, sentences, rates and noise seeds.
+    assert [s for s in core if s.role == "train"] == [
+        s for s in demo if s.role == "train"
+    ]

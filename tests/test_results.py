@@ -2,17 +2,19 @@
 
 import json
 import os
+import re
 
 import pytest
+from conftest import write_per_test
 
 from mtkd.results import (
     ResultsError,
+    compare_to_baseline,
+    group_runs,
     markdown_table,
     notes,
     parse_train_log,
     read_run,
-    spread,
-    student_comparison,
 )
 
 TRAIN_LOG = """\
@@ -33,19 +35,27 @@ MODEL_CONFIG = {
 
 
 def make_run(folder, name="tea0", seed=1000, metric="CTC_PER", test_per=25.0,
-             log=TRAIN_LOG, kd=False):  # fmt: skip
-    """A finished run folder as the scripts leave it (files that matter)."""
+             log=TRAIN_LOG, kd=False, edits=None, extra=()):  # fmt: skip
+    """A finished run folder as the scripts leave it (files that matter).
+
+    ``edits``: per-utterance edit counts of its per_test.txt (20 phones per
+    utterance; default: 10 utterances with ``test_per`` % of 200 phones as
+    edits, spread evenly); ``extra``: more hyperparameter lines."""
     os.makedirs(os.path.join(folder, "save"), exist_ok=True)
     lines = [f"seed: {seed}", f"selection_metric: {metric}", "test_beam_size: 8"]
-    lines += ["decode_ctc_weight: 0.4"]
+    lines += ["decode_ctc_weight: 0.4", f"output_folder: {os.path.abspath(folder)}"]
     lines += ["tea_infer_dir: /x/store", "strategy: best"] if kd else []
     lines += [] if kd else [f"teacher_name: {name}"]
+    lines += list(extra)
     with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
         f.write("# comment: not a key\n" + "\n".join(lines) + "\n")
     with open(os.path.join(folder, "train_log.txt"), "w") as f:
         f.write(log)
-    with open(os.path.join(folder, "per_test.txt"), "w") as f:
-        f.write(f"PER: {test_per:.2f}  CTC_PER: 31.00\n\n%WER ...\n")
+    if edits is None:
+        total = round(test_per * 2)
+        edits = [total // 10 + (k < total % 10) for k in range(10)]
+    path = os.path.join(folder, "per_test.txt")
+    write_per_test(path, edits, [20] * len(edits), ctc_per=31.0)
     with open(os.path.join(folder, "save", "model_config.json"), "w") as f:
         json.dump(MODEL_CONFIG, f)
     return str(folder)
@@ -88,24 +98,94 @@ def test_read_run_names_kd_students_and_missing_files(tmp_path):
         read_run(folder)
 
 
-def test_spread_and_student_verdicts():
-    def run(name, per, kind):
-        return {"name": name, "test_PER": per, "kind": kind}
-
-    runs = [
-        run("tea0", 20.0, "teacher"), run("tea3", 24.0, "teacher"),
-        run("tea5", 22.0, "teacher"), run("student-baseline", 30.0, "student"),
-        run("student-best", 27.0, "student"), run("student-average", 29.0, "student"),
+def test_seeds_of_one_model_make_one_row_with_mean_and_std(tmp_path):
+    base = [
+        read_run(make_run(tmp_path / f"b{seed}", "student-baseline", seed, test_per=p))
+        for seed, p in ((2001, 22.0), (2000, 20.0), (2002, 30.0))
+    ]
+    kd = read_run(
+        make_run(
+            tmp_path / "kd", seed=2000, kd=True, test_per=18.5, extra=["alpha: 0.5"]
+        )
+    )
+    other = read_run(
+        make_run(tmp_path / "kd2", seed=2000, kd=True, extra=["alpha: 0.3"])
+    )
+    groups = group_runs([*base, kd, other])
+    assert [g["name"] for g in groups] == [
+        "student-baseline", "student-best (alpha=0.5)", "student-best (alpha=0.3)",
     ]  # fmt: skip
-    s = spread(runs)
-    assert (s["n"], s["min"], s["max"], s["range"]) == (3, 20.0, 24.0, 4.0)
-    assert s["stdev"] == pytest.approx(2.0)  # sample stdev of 20, 22, 24
-    verdicts = student_comparison(runs, s)
-    assert verdicts == [("student-best", -3.0, True), ("student-average", -1.0, False)]
-    # With two teachers the range (4) is the yardstick.
-    two = spread(runs[:2])
-    assert two["stdev"] is None
-    assert student_comparison(runs, two)[0] == ("student-best", -3.0, False)
+    baseline = groups[0]
+    assert baseline["seeds"] == [2000, 2001, 2002] and baseline["n"] == 3
+    assert baseline["test_PER"]["values"] == [20.0, 22.0, 30.0]  # by seed
+    assert baseline["test_PER"]["mean"] == pytest.approx(24.0)
+    assert baseline["test_PER"]["std"] == pytest.approx(28**0.5)  # n - 1
+    assert groups[1]["test_PER"] == {"mean": 18.5, "std": None, "values": [18.5]}
+    row = markdown_table(groups).splitlines()[2]
+    assert row.startswith("| student-baseline | 2000-2002 | ")
+    assert "| 24.00 ± 5.29 |" in row
+
+
+def test_convergence_is_the_change_over_the_last_three_epochs(tmp_path):
+    run = read_run(make_run(tmp_path / "three"))  # 3 epochs: no figure
+    assert run["valid_change_last3"] is None
+    lines = [
+        f"epoch: {e}, lr: 2.00e-03, time_s: 1.0 - train loss: 1.0 - valid loss: "
+        f"1.0, valid PER: {90 - e}.0, valid CTC_PER: {v}"
+        for e, v in enumerate([60.0, 40.0, 30.0, 26.0, 25.0, 24.5], 1)
+    ]
+    log = "\n".join(lines) + "\nEpoch loaded: 6, time_s: 1.0 - test PER: 20.0\n"
+    run = read_run(make_run(tmp_path / "six", log=log))
+    assert run["valid_change_last3"] == pytest.approx(24.5 - 30.0)  # epoch 6 - 3
+    by_attention = read_run(make_run(tmp_path / "att", log=log, metric="PER"))
+    assert by_attention["valid_change_last3"] == pytest.approx(-3.0)
+    flat = (
+        log.replace("CTC_PER: 26.0", "CTC_PER: 30.0")
+        .replace("CTC_PER: 25.0", "CTC_PER: 30.0")
+        .replace("CTC_PER: 24.5", "CTC_PER: 29.8")
+    )
+    converged = read_run(make_run(tmp_path / "flat", "tea9", log=flat))
+    assert converged["valid_change_last3"] == pytest.approx(-0.2)
+    sentences = notes(group_runs([run, by_attention, converged]))
+    assert any(s.startswith("valid change, last 3 epochs:") for s in sentences)
+    # Same name, another selection metric: two models. 24.5 after -5.5 is
+    # -22.4 %, 84 after -3 is -3.6 %: still learning; 29.8 after -0.2 is not.
+    assert sentences[-1] == (
+        "Still learning (valid PER down by more than 2 % of its value over the "
+        "last 3 epochs): tea0 (selection_metric=CTC_PER) (-22.4 %), "
+        "tea0 (selection_metric=PER) (-3.6 %)."
+    )
+
+
+def test_verdict_pairs_seeds_and_comes_from_the_test(tmp_path):
+    """Baseline seeds 2000 and 2001; the student's seed 2000 has one edit
+    fewer on each of 10 utterances of 20 phones (-5 points), its seed 2001 the
+    baseline's edits (0): pooled -2.5, and seed i is paired with seed i."""
+    edits = [4, 5, 6, 5, 4, 5, 6, 5, 5, 5]
+    runs = [
+        read_run(make_run(tmp_path / "b0", "student-baseline", 2000, edits=edits)),
+        read_run(make_run(tmp_path / "b1", "student-baseline", 2001, edits=edits)),
+        read_run(make_run(tmp_path / "k1", seed=2001, kd=True, edits=edits)),
+        read_run(
+            make_run(tmp_path / "k0", seed=2000, kd=True, edits=[e - 1 for e in edits])
+        ),
+    ]
+    (comparison,) = compare_to_baseline(group_runs(runs))
+    assert comparison["pairs"] == [[2000, 2000], [2001, 2001]]
+    result = comparison["result"]
+    assert result["difference"] == pytest.approx(-2.5)
+    assert result["seed_differences"] == pytest.approx([-5.0, 0.0])
+    assert re.match(
+        r"student-best vs student-baseline: -2\.50 PER points \(-10\.0 % "
+        r"relative; 95 % CI -5\.00 to \+0\.00, p = 0\.(4[89]|5[01])\d, "
+        r"paired bootstrap over 10 utterances x 2 seeds",
+        comparison["sentence"],
+    )
+    assert comparison["sentence"].endswith(
+        "x 2 seeds; lower in 1 of 2 seeds): no significant difference from the "
+        "baseline (p >= 0.05)."
+    )
+    assert notes(group_runs(runs), [comparison])[-1] == comparison["sentence"]
 
 
 def test_summarize_results_finds_runs_below_folders(tmp_path):
@@ -126,14 +206,58 @@ def test_summarize_results_finds_runs_below_folders(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in result["runs"]] == ["tea0", "tea3", "student-best"]
     assert (out / "valid_per.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Teachers' test PER spread over 2" in (out / "RESULTS.md").read_text()
+    assert "valid change, last 3 epochs" in (out / "RESULTS.md").read_text()
     bad = run_script(["summarize_results.py", str(tmp_path / "summary")], check=False)
     assert bad.returncode == 2 and "no run folder in it" in bad.stderr
 
 
-def test_table_has_one_row_per_run_with_numbers(tmp_path):
+def test_table_has_one_row_per_model_with_numbers(tmp_path):
     runs = [read_run(make_run(tmp_path / n, name=n)) for n in ("tea0", "tea9")]
-    lines = markdown_table(runs).splitlines()
+    groups = group_runs(runs)
+    lines = markdown_table(groups).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| tea0 | 1000 |")
-    assert "1 min 42 s" in lines[2]  # 102.5 s, rounded half to even
-    assert any("beam 8 + CTC 0.4" in sentence for sentence in notes(runs))
+    # 3 epochs: no change over the last 3; 102.5 s, rounded half to even.
+    assert lines[2].endswith("| 30.00 | 25.00 | 31.00 | - | 1 min 42 s |")
+    assert any("beam 8 + CTC 0.4" in sentence for sentence in notes(groups))
+    assert not any("±" in sentence for sentence in notes(groups))  # one seed
+
+
+def test_summarize_results_tests_every_student_over_seeds(tmp_path):
+    """3 baseline and 3 KD seeds: mean ± std rows, and under them the CI and
+    p-value of the student against the baseline."""
+    from conftest import run_script
+
+    base = [6, 5, 7, 6, 5, 6, 7, 6, 5, 7]
+    for i, seed in enumerate((2000, 2001, 2002)):
+        make_run(tmp_path / "runs" / "baseline" / f"seed{seed}", "student-baseline",
+                 seed, edits=[e + (i == 2) for e in base])  # fmt: skip
+        make_run(tmp_path / "runs" / "best" / f"seed{seed}", seed=seed, kd=True,
+                 edits=[e - 2 + (k == i) for k, e in enumerate(base)])  # fmt: skip
+    out = tmp_path / "summary"
+    proc = run_script(
+        ["summarize_results.py", str(tmp_path / "runs"), "--out", str(out)]
+    )
+    model_table = proc.stdout.split("Every run:")[0]
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ")
+        for line in model_table.splitlines()
+        if line.startswith("| student")
+    }
+    # Model table: baseline 30.0, 30.0, 35.0 % -> 31.67 ± 2.89; best: 20.5 each.
+    assert rows["student-baseline"][1:2] == ["2000-2002"]
+    assert rows["student-baseline"][4] == "31.67 ± 2.89"
+    assert rows["student-best"][4] == "20.50 ± 0.00"
+    assert re.search(
+        r"student-best vs student-baseline: -11\.17 PER points \(-35\.3 % relative; "
+        r"95 % CI -1\d\.\d\d to -\d+\.\d\d, p < 0\.001, paired bootstrap over "
+        r"10 utterances x 3 seeds; lower in 3 of 3 seeds\): better than the baseline\.",
+        proc.stdout,
+    )
+    result = json.loads((out / "results.json").read_text())
+    models = {m["name"]: m for m in result["models"]}
+    assert models["student-baseline"]["test_PER"]["values"] == [30.0, 30.0, 35.0]
+    assert models["student-best"]["seeds"] == [2000, 2001, 2002]
+    (comparison,) = result["comparisons"]
+    assert comparison["pairs"] == [[2000, 2000], [2001, 2001], [2002, 2002]]
+    assert comparison["result"]["p_value"] < 0.001
+    assert "Every run:" in (out / "RESULTS.md").read_text()
