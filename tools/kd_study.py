@@ -7,11 +7,12 @@
     python tools/kd_study.py --summarize               # tables from finished runs
 
 The demo's setting (``run_demo.py``: CPU-sized teachers and student, the
-demo's shared training settings) on a mini corpus with enough test data:
-TIMIT's 24 core-test speakers x 8 sentences = 192 test utterances and 12 dev
-speakers (96 valid utterances). Teachers are trained once, at their own seeds
-(1000 + K); every student configuration is run for ``--seeds`` student seeds
-(2000, 2001, ...), the baseline too, so each distilled student has a baseline
+demo's shared training settings) on the demo's corpus (the mini corpus preset
+``demo_core``: 48 training speakers, TIMIT's 24 core-test speakers x 8
+sentences = 192 test utterances, 16 dev speakers = 128 valid utterances).
+Teachers are trained once, at their own seeds (1000 + K); every student
+configuration is run for ``--seeds`` student seeds (2000, 2001, ...), the
+baseline too, so each distilled student has a baseline
 twin with the same seed, data order and initialisation.
 
 Groups of configurations (``--groups``; by default all, in this order):
@@ -35,6 +36,7 @@ is reported.
 """
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -45,6 +47,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import run_demo  # noqa: E402
+from mtkd.results import (  # noqa: E402
+    PLOT_PNG,
+    group_runs,
+    markdown_table,
+    notes,
+    plot_valid_curves,
+    read_run,
+    runs_table,
+)
+from mtkd.significance import describe, paired_bootstrap, run_edit_counts  # noqa: E402
 from run_demo import (  # noqa: E402
     KD_SETTINGS,
     SHARED_SETTINGS,
@@ -59,9 +71,7 @@ from run_demo import (  # noqa: E402
     write_teacher_list,
 )
 
-# The corpus: the demo's 48 training speakers, TIMIT's whole core test, and
-# 12 of its 50 dev speakers.
-CORPUS = {"preset": "demo", "dev_speakers": 12, "test_speakers": 24}
+CORPUS_PRESET = "demo_core"  # run_demo.py's corpus
 TEACHERS_3 = ["tea0", "tea3", "tea5"]
 TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
@@ -204,9 +214,7 @@ def make_corpus(args, say):
     if os.path.isfile(os.path.join(corpus, "MINI_TIMIT.json")):
         return corpus
     argv = ["tools/make_mini_timit.py", corpus, "--seed", str(args.corpus_seed)]
-    argv += ["--preset", CORPUS["preset"], "--quiet"]
-    argv += ["--dev_speakers", str(CORPUS["dev_speakers"])]
-    argv += ["--test_speakers", str(CORPUS["test_speakers"])]
+    argv += ["--preset", CORPUS_PRESET, "--quiet"]
     say(f"corpus: $ {shlex.join(['python', *argv])}")
     subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
     return corpus
@@ -230,6 +238,10 @@ def parse_args(argv):
         "CPU size it slowed learning; see docs/kd_study.md)",
     )  # fmt: skip
     parser.add_argument("--corpus_seed", type=int, default=1234)
+    parser.add_argument(
+        "--docs_folder", default=os.path.join(REPO, "docs", "kd_study"),
+        help="also write the tables here ('' for nowhere)",
+    )  # fmt: skip
     parser.add_argument("--plan", action="store_true", help="list runs and exit")
     parser.add_argument(
         "--summarize", action="store_true", help="only write the tables"
@@ -262,9 +274,90 @@ def main(argv=None):
     summarize(args, jobs, say)
 
 
+def baseline_of(name):
+    """The configuration a student is compared with: same size, no KD."""
+    return "baseline-small" if name.endswith("-small") else "baseline"
+
+
 def summarize(args, jobs, say):
-    """Placeholder replaced below once the results module offers grouping."""
-    raise NotImplementedError
+    """RESULTS.md, results.json and valid_per.png of the finished runs, in the
+    output folder and in ``--docs_folder``: teachers, then every configuration
+    (mean ± std over seeds), and each distilled configuration against its
+    baseline with the paired bootstrap, seed i paired with seed i."""
+    runs = []
+    for job in jobs:
+        if job.name.startswith("store-") or not job.is_done():
+            continue
+        run = read_run(job.folder)
+        run["name"] = job.name.split("/")[0]  # the configuration, not the strategy
+        runs.append(run)
+    groups = group_runs(runs)
+    by_name = {group["name"]: group for group in groups}
+    comparisons = []
+    for group in groups:
+        baseline = by_name.get(baseline_of(group["name"]))
+        if group["kind"] == "teacher" or group["name"].startswith("baseline"):
+            continue
+        if baseline is None:
+            continue
+        seeds = [s for s in group["seeds"] if s in baseline["seeds"]]
+        result = paired_bootstrap(
+            [
+                run_edit_counts(r["folder"])
+                for r in baseline["runs"]
+                if r["seed"] in seeds
+            ],
+            [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
+        )
+        comparisons.append(
+            {
+                "name": group["name"],
+                "baseline": baseline["name"],
+                "pairs": [[s, s] for s in seeds],
+                "result": result,
+                "sentence": describe(group["name"], baseline["name"], result),
+            }
+        )
+    sentences = notes(groups, comparisons)
+    done, total = sum(job.is_done() for job in jobs), len(jobs)
+    lines = [
+        "# Distillation study: results",
+        "",
+        f"`python tools/kd_study.py` ({done} of {total} runs finished; "
+        f"groups: {', '.join(args.groups)}; seeds per configuration: "
+        f"{args.seeds}; teacher epochs {args.teacher_epochs}, student epochs "
+        f"{args.student_epochs}).",
+        "",
+        markdown_table(groups),
+        "",
+        *[f"- {sentence}" for sentence in sentences],
+        "",
+        "Every run:",
+        "",
+        runs_table(runs),
+        "",
+        f"![valid PER per epoch]({PLOT_PNG})",
+        "",
+    ]
+    models = [{k: v for k, v in g.items() if k != "runs"} for g in groups]
+    payload = {"runs": runs, "models": models, "comparisons": comparisons}
+    for folder in (os.path.abspath(args.output_folder), args.docs_folder):
+        if not folder:
+            continue
+        os.makedirs(folder, exist_ok=True)
+        plot_valid_curves(groups, os.path.join(folder, PLOT_PNG))
+        write_atomic(os.path.join(folder, "RESULTS.md"), "\n".join(lines))
+        write_atomic(
+            os.path.join(folder, "results.json"),
+            json.dumps(payload, indent=1, default=str) + "\n",
+        )
+    say("\n".join(lines[4:-3]))
+
+
+def write_atomic(path, text):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
