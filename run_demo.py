@@ -117,8 +117,8 @@ DEMO = {
     "num_teachers": 3,
     "teacher_width": 96,
     "student_width": 64,
-    "teacher_epochs": 12,
-    "student_epochs": 12,
+    "teacher_epochs": 15,
+    "student_epochs": 15,
 }
 QUICK = {
     "preset": "tiny",
