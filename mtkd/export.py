@@ -31,6 +31,7 @@ SpeechBrain and torch): run from the recipe folder, or put it on
 
 import json
 import os
+import pickle
 import re
 import shutil
 import statistics
@@ -123,6 +124,8 @@ def load_exported(model_dir, device="cpu", savedir=None):
             f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
             "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
         )
+    for name in CHECKPOINT_FILES:
+        load_checkpoint_file(os.path.join(model_dir, name))
     return EncoderDecoderASR.from_hparams(
         source=model_dir, savedir=savedir, run_opts={"device": device}
     )
@@ -511,12 +514,28 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
+def load_checkpoint_file(path):
+    """``torch.load`` of a checkpoint file (CPU), or an ExportError naming it
+    when the file is cut off or damaged (a full disk, a copy that stopped)."""
+    try:
+        return torch.load(path, map_location="cpu")
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExportError(
+            f"{path} cannot be read ({reason or type(err).__name__}): the file is "
+            "damaged or cut off. Export another checkpoint with --checkpoint "
+            "CKPT+..., or copy the file again from where the run wrote it."
+        ) from None
+
+
 def _check_checkpoint_fits(experiment):
     """The weights must fit the run's architecture exactly (SpeechBrain's
-    pretrainer would load a mismatch with warnings only)."""
+    pretrainer would load a mismatch with warnings only), and both checkpoint
+    files must load, before anything is written."""
     model = CTCAttentionASR(**experiment.config["model"])
     path = os.path.join(experiment.checkpoint, "model.ckpt")
-    state = torch.load(path, map_location="cpu")
+    state = load_checkpoint_file(path)
+    load_checkpoint_file(os.path.join(experiment.checkpoint, "normalize.ckpt"))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
