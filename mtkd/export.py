@@ -144,6 +144,48 @@ def read_audio(path, sample_rate):
     return wav
 
 
+# Long recordings are cut into chunks of at most this many seconds (TIMIT's
+# longest sentence is under 8 s, so every corpus file is decoded whole).
+DEFAULT_CHUNK_SECONDS = 10.0
+_FRAME_SECONDS = 0.01  # energy frames in which a cut point is looked for
+
+
+def split_at_silences(wav, sample_rate, max_seconds=DEFAULT_CHUNK_SECONDS):
+    """Cuts a 1-D waveform into chunks of at most ``max_seconds``.
+
+    Returns a list of (start, end) sample indices that cover ``wav`` exactly,
+    in order. A waveform no longer than ``max_seconds`` is one chunk. Longer
+    ones are cut at the quietest 10 ms frame (lowest energy) between half and
+    all of ``max_seconds`` from the chunk's start (never leaving a last chunk
+    shorter than half of it), so cuts fall in pauses where there are any and
+    every chunk but a short recording's only one lasts between
+    ``max_seconds / 2`` and ``max_seconds``. Decoding then costs at most a
+    bounded amount per chunk: time grows linearly with the audio, where one
+    search over a long file grows much faster (its attention and maximum
+    length both grow with the file).
+    """
+    total = len(wav)
+    most = max(int(max_seconds * sample_rate), 2)
+    if total <= most:
+        return [(0, total)]
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    chunks, start = [], 0
+    while total - start > most:
+        low = start + most // 2
+        high = min(start + most, total - most // 2)
+        # Energy of the frames centred in [low, high]; the cut is the centre.
+        first = max(low - frame // 2, 0)
+        segment = wav[first : high + frame // 2 + 1].double() ** 2
+        n_frames = max((len(segment) - frame) // frame + 1, 1)
+        energy = segment[: n_frames * frame].reshape(n_frames, -1).sum(dim=1)
+        cut = first + int(torch.argmin(energy)) * frame + frame // 2
+        cut = min(max(cut, low), high)
+        chunks.append((start, cut))
+        start = cut
+    chunks.append((start, total))
+    return chunks
+
+
 def batches_by_length(lengths, batch_size):
     """Index lists of batches of similar length: sorted ascending (ties keep
     their order), then cut in ``batch_size`` (the recipe's test loader does
