@@ -247,9 +247,14 @@ def _plain_text(value):
 
 def check_value_ranges(hparams, hparams_file):
     """Raises HparamsError for a resolved value out of its range (see
-    ``POSITIVE_KEYS``, ``FRACTION_KEYS``, ``INTEGER_KEYS``), naming the key."""
+    ``POSITIVE_KEYS``, ``FRACTION_KEYS``, ``INTEGER_KEYS``), naming the key.
+
+    Also run on the plain override values before anything is built (building
+    the objects creates the output folder)."""
     for key in sorted(INTEGER_KEYS | POSITIVE_KEYS | FRACTION_KEYS):
         value = hparams.get(key)
+        if _is_tagged(value):
+            continue
         if value is None or not _is_number(value):
             if value is not None and key in POSITIVE_KEYS | FRACTION_KEYS:
                 raise HparamsError(
@@ -281,6 +286,7 @@ def load_hparams(argv):
     cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     check_value_types(text, overrides, hparams_file, base_file, cli)
+    check_value_ranges(overrides, hparams_file)
     try:
         hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))
     except KeyError as err:

@@ -56,7 +56,13 @@ import torch
 from tqdm import tqdm
 
 from mtkd import RecipeError
-from mtkd.disk import DiskFullError, disk_full_error, is_disk_full, unraisable_disk_full
+from mtkd.disk import (
+    DiskFullError,
+    disk_full_error,
+    free_bytes,
+    is_disk_full,
+    unraisable_disk_full,
+)
 from mtkd.teachers import UttTargets, teacher_targets
 
 FORMAT_NAME = "mtkd-teacher-store"
@@ -67,6 +73,8 @@ PARTIAL_SUFFIX = ".partial"
 KILL_HOOK_ENV = "MTKD_TEST_KILL_AFTER_BATCHES"
 ATT_DTYPES = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
+# Free space a part writer keeps beyond each batch (see PartWriter.check_space).
+SPACE_MARGIN_BYTES = 16 << 20
 
 
 class StoreError(RecipeError):
@@ -409,8 +417,29 @@ class PartWriter:
         for name, _, _ in INDEX_ARRAYS + POSTERIOR_INDEX_ARRAYS:
             self.rows[name] = []
 
+    def check_space(self, targets):
+        """Raises a DiskFullError, before anything of the batch is written,
+        when the disk cannot take it with room to spare.
+
+        HDF5 cannot report a full disk reliably: chunks are flushed when their
+        handles are freed, where errors are only printed, and after such a
+        failure it may crash. So the writer stops while there is still room:
+        twice the batch's uncompressed bytes plus ``SPACE_MARGIN_BYTES`` (the
+        chunk caches and metadata still to be flushed).
+        """
+        rows = sum(t.att_dist.shape[0] for row in targets for t in row)
+        needed = rows * self.n_labels * np.dtype(self.options.att_dist_dtype).itemsize
+        if self.options.keeps_posteriors:
+            needed += sum(_frames(t) for row in targets for t in row) * (
+                self.n_labels * 2
+            )
+        free = free_bytes(self.partial)
+        if free is not None and free < 2 * needed + SPACE_MARGIN_BYTES:
+            raise disk_full_error(self.partial, "the teacher store part")
+
     def append(self, utt_ids, targets):
         """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b."""
+        self.check_space(targets)
         rows = self.rows
         hyp_start = sum(len(h) for h in self.hyps)
         for utt_id, row in zip(utt_ids, targets, strict=True):
