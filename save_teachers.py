@@ -35,6 +35,7 @@ from mtkd.teacher_store import (
     StoreError,
     StoreOptions,
     TeacherStore,
+    claim_parts,
     format_summary,
     manifest_info,
     merge_store,
@@ -142,18 +143,32 @@ def main(argv):
     plan, settings = plan_run(hparams, files, options, splits)
 
     progress = not loaded.run_opts["noprogressbar"]
-    for indices in plan.todo:
-        teachers = [
-            load_teacher(files[k].model_ckpt, device, files[k].line_no, list_file, k)
-            for k in indices
-        ]
-        meta = part_meta(teachers, settings, splits, list_file, len(files), options)
-        path = os.path.join(hparams["store_folder"], part_file_name(indices))
-        logger.info("Writing teachers %s to %s", indices, path)
-        loaders = make_loaders(hparams, datasets)
-        with cluster.autocast(device, loaded.run_opts["precision"]):
-            write_part(path, teachers, loaders, meta, options, progress)
-        del teachers  # free them before the next part's teachers are loaded
+    # Another run writing one of these parts stops this one here (PartLock).
+    locks = claim_parts(hparams["store_folder"], plan.todo)
+    try:
+        for indices in plan.todo:
+            path = os.path.join(hparams["store_folder"], part_file_name(indices))
+            if os.path.exists(path):  # finished by another run since planning
+                logger.info("Skipping teachers %s: %s is complete", indices, path)
+                continue
+            teachers = [
+                load_teacher(
+                    files[k].model_ckpt, device, files[k].line_no, list_file, k
+                )
+                for k in indices
+            ]
+            meta = part_meta(teachers, settings, splits, list_file, len(files), options)
+            logger.info("Writing teachers %s to %s", indices, path)
+            loaders = make_loaders(hparams, datasets)
+            with cluster.autocast(device, loaded.run_opts["precision"]):
+                write_part(
+                    path, teachers, loaders, meta, options, progress,
+                    lock=locks[tuple(indices)],
+                )  # fmt: skip
+            del teachers  # free them before the next part's teachers are loaded
+    finally:
+        for lock in locks.values():
+            lock.release()
 
     report(hparams, progress)
 

@@ -325,13 +325,83 @@ def _riff_duration(path):
     return info.frames / info.samplerate
 
 
+# Bytes per sample of the RIFF subtypes whose data size the header fixes.
+_RIFF_SAMPLE_BYTES = {
+    "PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+    "FLOAT": 4, "DOUBLE": 8,
+}  # fmt: skip
+
+
+def check_audio_header(path, sphere, sample_rate):
+    """What is wrong with one audio file, from its header and size alone.
+
+    Returns (number of samples the header declares, list of problems as
+    short phrases; empty when the file is fine). Checks what would otherwise
+    crash training mid-epoch or train on wrong data: a header the audio
+    reader (libsndfile) cannot parse, another sample rate than
+    ``sample_rate``, more than one channel, fewer sample bytes than the header
+    declares (a cut-off copy). Reads the header only.
+    """
+    problems = []
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as err:  # soundfile's errors derive from them
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        return 0, [f"the audio reader cannot parse its header ({reason})"]
+    if info.samplerate != sample_rate:
+        problems.append(
+            f"sample rate {info.samplerate} Hz, the recipe needs {sample_rate} Hz "
+            "(resample it)"
+        )
+    if info.channels != 1:
+        problems.append(f"{info.channels} channels, the recipe needs mono")
+    size = os.path.getsize(path)
+    if sphere:
+        fields, header_size = _read_sphere_header(path)
+        width = _int_field(fields, "sample_n_bytes", path) or 2
+        channels = _int_field(fields, "channel_count", path) or 1
+        declared = _int_field(fields, "sample_count", path)
+        if declared is None:
+            declared = max(size - header_size, 0) // (width * channels)
+        held = max(size - header_size, 0) // (width * channels)
+    else:
+        declared = info.frames
+        width = _RIFF_SAMPLE_BYTES.get(info.subtype)
+        # A RIFF header is at least 44 bytes; libsndfile may already have
+        # clamped the count to the data present (then nothing is missing).
+        held = declared if width is None else (size - 44) // (width * info.channels)
+    if held < declared:
+        rate = info.samplerate or sample_rate
+        problems.append(
+            f"cut off: the header declares {declared} samples "
+            f"({declared / rate:.2f} s), the file holds {max(held, 0)} "
+            f"({max(held, 0) / rate:.2f} s)"
+        )
+    return declared, problems
+
+
+def _problem_list(problems, limit=20):
+    """'path: what' lines, at most ``limit``, then how many more."""
+    lines = [f"  {path}: {'; '.join(what)}" for path, what in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Transcriptions
 
 
-def _read_phn(path, table):
-    """Reads a .PHN file and returns its folded phones (list of str)."""
+def _read_phn(path, table, n_samples=None, problems=None):
+    """Reads a .PHN file and returns its folded phones (list of str).
+
+    With ``n_samples`` (the audio's length), label times that do not fit it
+    (end before start, or past the end of the audio) are appended to
+    ``problems`` as short phrases; the phones are still used (the recipe
+    does not use the times).
+    """
     phones = []
+    bad_times = []
     with open(path, encoding="ascii", errors="replace") as f:
         for lineno, line in enumerate(f, start=1):
             parts = line.split()
@@ -342,6 +412,13 @@ def _read_phn(path, table):
                     f"{path}, line {lineno}: cannot parse {line.strip()!r}; "
                     "expected 'START END PHONE' (two sample numbers and a symbol). "
                     "Fix or restore the file"
+                )
+            start, end = int(parts[0]), int(parts[1])
+            if end <= start:
+                bad_times.append(f"line {lineno}: end {end} not after start {start}")
+            elif n_samples and end > n_samples:
+                bad_times.append(
+                    f"line {lineno}: end {end} past the audio's {n_samples} samples"
                 )
             symbol = parts[2].lower()
             if symbol not in table:
@@ -354,6 +431,9 @@ def _read_phn(path, table):
                 phones.append(folded)
     if not phones:
         raise TimitPrepError(f"{path} holds no phones; restore the file")
+    if bad_times and problems is not None:
+        more = f" (+{len(bad_times) - 2} more)" if len(bad_times) > 2 else ""
+        problems.append((path, ["label times " + ", ".join(bad_times[:2]) + more]))
     return phones
 
 
@@ -492,6 +572,7 @@ def prepare_timit(
     phn_set=39,
     skip_prep=False,
     layout=None,
+    sample_rate=16000,
 ):
     """Writes the train / valid / test JSON manifests of the TIMIT corpus.
 
@@ -510,6 +591,13 @@ def prepare_timit(
         ``"ldc"``, ``"lower"`` or ``"riff_copy"``; None detects it. With
         ``"riff_copy"`` the RIFF ``.WAV.wav`` files are listed, otherwise the
         SPHERE ``.WAV`` files.
+    sample_rate : int
+        The rate (Hz) every audio file must have (TIMIT's: 16000).
+
+    Every audio header is checked (``check_audio_header``: rate, channels,
+    size against the declared sample count, a header the reader cannot
+    parse): one error lists every file that fails. ``.PHN`` label times that
+    do not fit their audio are a warning naming each file.
 
     Raises
     ------
@@ -540,6 +628,7 @@ def prepare_timit(
         "data_folder": os.path.abspath(data_folder),
         "phn_set": int(phn_set),
         "layout": layout,
+        "sample_rate": int(sample_rate),
         "outputs": {k: os.path.abspath(v) for k, v in outputs.items()},
     }
     if _already_prepared(opts_path, opts, outputs.values()):
@@ -548,7 +637,7 @@ def prepare_timit(
         )
         return
 
-    data = _collect(data_folder, phn_set, layout)
+    data = _collect(data_folder, phn_set, layout, int(sample_rate))
 
     # Remove the old options first: until the new ones are written last, an
     # interrupted run can never look complete.
@@ -584,8 +673,9 @@ def _write_json_atomic(path, obj):
             os.remove(tmp)
 
 
-def _collect(data_folder, phn_set, layout):
+def _collect(data_folder, phn_set, layout, sample_rate=16000):
     """Builds {"train": {...}, "valid": {...}, "test": {...}} manifests."""
+    audio_problems, label_problems = [], []
     table = _fold_table(phn_set)
     split_dirs = _find_split_dirs(data_folder)
     speakers = _scan(data_folder, split_dirs)
@@ -658,11 +748,22 @@ def _collect(data_folder, phn_set, layout):
                     "restore it from the corpus or remove the audio file"
                 )
             audio_path = os.path.join(abs_dir, audio)
-            if use_riff:
-                duration = _riff_duration(audio_path)
-            else:
-                duration = read_sphere_duration(audio_path)
-            phones = _read_phn(os.path.join(abs_dir, phn_name), table)
+            try:
+                if use_riff:
+                    duration = _riff_duration(audio_path)
+                else:
+                    duration = read_sphere_duration(audio_path)
+            except TimitPrepError as err:  # told with the others, below
+                audio_problems.append((audio_path, [str(err)]))
+                continue
+            n_samples, problems = check_audio_header(
+                audio_path, not use_riff, sample_rate
+            )
+            if problems:
+                audio_problems.append((audio_path, problems))
+            phones = _read_phn(
+                os.path.join(abs_dir, phn_name), table, n_samples, label_problems
+            )
             words = _read_wrd(os.path.join(abs_dir, wrd_name))
             utt_id = f"{spk.upper()}_{stem.upper()}"
             rel = f"{rel_dir}/{audio}"
@@ -680,6 +781,22 @@ def _collect(data_folder, phn_set, layout):
                 "wrd": " ".join(words),
             }
 
+    if audio_problems:
+        raise TimitPrepError(
+            f"{len(audio_problems)} audio file(s) under {data_folder} cannot be "
+            "used as they are (nothing was written):\n"
+            f"{_problem_list(audio_problems)}\n"
+            "Replace them with the files of the original corpus (or convert "
+            f"them to {sample_rate} Hz mono), then run again."
+        )
+    if label_problems:
+        logger.warning(
+            "%d .PHN file(s) have label times that do not fit their audio (their "
+            "phones are used; the recipe does not use the times, but the files "
+            "may be damaged: compare them with the original corpus):\n%s",
+            len(label_problems),
+            _problem_list(label_problems, limit=50),
+        )
     for key in data:
         data[key] = dict(sorted(data[key].items()))
     _report(data, data_folder, split_dirs)

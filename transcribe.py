@@ -13,6 +13,12 @@ channels are averaged. Files are decoded in batches of similar length; the
 default batch size is the one the run decoded its test set with, so the test
 files give exactly the hypotheses behind the run's ``per_test.txt``.
 
+Long recordings are cut into chunks of at most ``--chunk_seconds`` (default
+10 s, longer than any TIMIT sentence) at their quietest points (pauses), each
+chunk is decoded on its own and the phones are joined in order: decoding time
+grows linearly with the length of the audio. ``--json`` says how many chunks
+each file was decoded in.
+
 A missing or unreadable file is reported on stderr with its name; the other
 files are still transcribed, and the exit status is then 1.
 """
@@ -27,10 +33,12 @@ import torch
 
 from mtkd.export import (
     AUDIO_EXTENSIONS,
+    DEFAULT_CHUNK_SECONDS,
     batches_by_length,
     exported_batch_size,
     load_exported,
     read_audio,
+    split_at_silences,
     transcribe_waveforms,
 )
 from mtkd.hparams import run_stage
@@ -55,9 +63,19 @@ def parse_args(argv):
     parser.add_argument(
         "--device", help="cpu, cuda or cuda:N (default: cuda when available)"
     )
+    parser.add_argument(
+        "--chunk_seconds",
+        type=float,
+        default=DEFAULT_CHUNK_SECONDS,
+        help="recordings longer than this are cut at pauses into chunks of at "
+        "most this many seconds, decoded one by one and joined, so decoding "
+        f"time grows linearly with the audio (default: {DEFAULT_CHUNK_SECONDS:g})",
+    )
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be 1 or more")
+    if not args.chunk_seconds >= 1:
+        parser.error("--chunk_seconds must be 1 or more")
     return args
 
 
@@ -85,8 +103,10 @@ def find_audio(paths, report):
     return list(dict.fromkeys(found))  # each file once
 
 
-def decode(asr, files, batch_size, report):
-    """{path: (phones, seconds)} of the files that could be read and decoded."""
+def decode(asr, files, batch_size, report, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+    """{path: (phones, seconds, chunks)} of the files that could be read and
+    decoded; a file longer than ``chunk_seconds`` is decoded in chunks
+    (``split_at_silences``) whose phones are joined in order."""
     rate = asr.hparams.sample_rate
     lengths = {}
     for path in files:
@@ -95,26 +115,51 @@ def decode(asr, files, batch_size, report):
             lengths[path] = info.frames * rate / info.samplerate
         except Exception as err:  # soundfile raises several types
             report(path, f"cannot read audio ({_reason(err)})")
-    paths = list(lengths)
+    # Short files are read in batches of similar length (as the test loader);
+    # a long one is read alone and its chunks are decoded in batches.
+    short = [p for p in lengths if lengths[p] <= chunk_seconds * rate]
     results = {}
-    for batch in batches_by_length([lengths[p] for p in paths], batch_size):
+    for batch in batches_by_length([lengths[p] for p in short], batch_size):
         wavs = {}
-        for path in (paths[i] for i in batch):
+        for path in (short[i] for i in batch):
             try:
                 wavs[path] = read_audio(path, rate)
             except Exception as err:
                 report(path, f"cannot read audio ({_reason(err)})")
+        results.update(_decode_pieces(asr, wavs, rate, report))
+    for path in (p for p in lengths if p not in short):
         try:
-            results.update(_decode_batch(asr, wavs, rate))
-        except Exception:
-            # One odd file (e.g. too short for the network) must not cost the
-            # others their transcription: decode them one by one.
-            for path, wav in wavs.items():
-                try:
-                    results.update(_decode_batch(asr, {path: wav}, rate))
-                except Exception as err:
-                    report(path, f"cannot transcribe ({_reason(err)})")
+            wav = read_audio(path, rate)
+        except Exception as err:
+            report(path, f"cannot read audio ({_reason(err)})")
+            continue
+        bounds = split_at_silences(wav, rate, chunk_seconds)
+        pieces = {(path, k): wav[a:b] for k, (a, b) in enumerate(bounds)}
+        decoded = {}
+        order = list(pieces)
+        for batch in batches_by_length([len(pieces[k]) for k in order], batch_size):
+            chunk = {order[i]: pieces[order[i]] for i in batch}
+            decoded.update(_decode_pieces(asr, chunk, rate, report, path))
+        if len(decoded) == len(pieces):
+            phones = " ".join(decoded[k][0] for k in order if decoded[k][0])
+            results[path] = (phones, len(wav) / rate, len(pieces))
     return results
+
+
+def _decode_pieces(asr, wavs, rate, report, file=None):
+    """{key: (phones, seconds, 1)} for a batch of waveforms {key: wav}."""
+    try:
+        return _decode_batch(asr, wavs, rate)
+    except Exception:
+        # One odd file (e.g. too short for the network) must not cost the
+        # others their transcription: decode them one by one.
+        out = {}
+        for key, wav in wavs.items():
+            try:
+                out.update(_decode_batch(asr, {key: wav}, rate))
+            except Exception as err:
+                report(file or key, f"cannot transcribe ({_reason(err)})")
+        return out
 
 
 def _decode_batch(asr, wavs, rate):
@@ -122,8 +167,8 @@ def _decode_batch(asr, wavs, rate):
         return {}
     phones = transcribe_waveforms(asr, list(wavs.values()))
     return {
-        path: (text, len(wav) / rate)
-        for (path, wav), text in zip(wavs.items(), phones, strict=True)
+        key: (text, len(wav) / rate, 1)
+        for (key, wav), text in zip(wavs.items(), phones, strict=True)
     }
 
 
@@ -144,14 +189,19 @@ def main(argv):
     asr = load_exported(args.model_dir, device=device)
     files = find_audio(args.paths, report)
     batch_size = args.batch_size or exported_batch_size(asr)
-    results = decode(asr, files, batch_size, report)
+    results = decode(asr, files, batch_size, report, args.chunk_seconds)
     for path in files:
         if path not in results:
             continue
-        phones, seconds = results[path]
+        phones, seconds, chunks = results[path]
         if args.json:
             line = json.dumps(
-                {"path": path, "phones": phones, "duration": round(seconds, 3)},
+                {
+                    "path": path,
+                    "phones": phones,
+                    "duration": round(seconds, 3),
+                    "chunks": chunks,
+                },
                 ensure_ascii=False,
             )
         else:

@@ -15,6 +15,8 @@ import shutil
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
+from mtkd.disk import disk_full_error, is_disk_full
+
 PENDING_SUFFIX = ".pending"
 
 
@@ -32,7 +34,17 @@ class AtomicCheckpointer(Checkpointer):
         """Saves as SpeechBrain does, then publishes ``CKPT.yaml`` atomically."""
         if if_main_process():
             self.remove_incomplete()
-        checkpoint = super().save_checkpoint(*args, **kwargs)
+        try:
+            checkpoint = super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            if not is_disk_full(err, self.checkpoints_dir):
+                raise
+            # torch says "unexpected pos" and no more: say it plainly, and
+            # free the space the unfinished checkpoint took.
+            self.remove_incomplete()
+            raise disk_full_error(
+                self.checkpoints_dir / "CKPT+...", "a checkpoint in"
+            ) from None
         if checkpoint is not None:
             meta = checkpoint.path / METAFNAME
             os.replace(meta.with_name(METAFNAME + PENDING_SUFFIX), meta)

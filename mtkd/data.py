@@ -4,6 +4,7 @@ import os
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio import audio_io
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.dataio.sampler import DynamicBatchSampler
@@ -13,6 +14,7 @@ from mtkd import RecipeError
 from timit_prepare import PHONE_SETS, prepare_timit
 
 SPLITS = ("train", "valid", "test")
+TIMIT_SAMPLE_RATE = 16000  # Hz; stages without a `sample_rate` key use it
 SORTINGS = ("ascending", "descending", "random")
 # What the supervised losses need; stages add their own keys to these.
 BASE_OUTPUT_KEYS = ["id", "sig", "phn_encoded", "phn_encoded_eos", "phn_encoded_bos"]
@@ -33,6 +35,7 @@ def prepare_manifests(hparams):
             "save_json_test": hparams["test_annotation"],
             "phn_set": hparams["phn_set"],
             "skip_prep": hparams["skip_prep"],
+            "sample_rate": hparams.get("sample_rate", TIMIT_SAMPLE_RATE),
         },
     )
 
@@ -113,13 +116,54 @@ def check_label_count(label_encoder, output_neurons, path):
         )
 
 
-def add_audio_pipeline(datasets):
-    """Adds ``sig`` (waveform, float32, samples) to every dataset."""
+class AudioError(RecipeError):
+    """An audio file of a manifest that cannot be used as it is."""
 
-    @sb.utils.data_pipeline.takes("wav")
+
+def load_audio(path, sample_rate, duration=None):
+    """The waveform of one manifest entry: [samples] float32, as SpeechBrain's
+    ``read_audio`` gives it, or an AudioError naming the file.
+
+    The file must be readable, mono, at ``sample_rate`` Hz and, when
+    ``duration`` (seconds, from the manifest) is given, not shorter than it
+    by more than 10 ms + 1 %: the corpus may have changed since preparation,
+    and inside a data-loading worker a plain exception would end the epoch in
+    a traceback that names no file.
+    """
+    fix = (
+        "Replace the file with the one of the original corpus; data preparation "
+        "(skip_prep False, in a new output folder) lists every such file."
+    )
+    try:
+        audio, rate = audio_io.load(path)  # [channels, samples]
+    except Exception as err:  # soundfile raises several types
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise AudioError(f"{path}: cannot read the audio ({reason}). {fix}") from None
+    if audio.shape[0] != 1:
+        raise AudioError(f"{path} has {audio.shape[0]} channels, not one. {fix}")
+    if rate != sample_rate:
+        raise AudioError(
+            f"{path} is at {rate} Hz; the model expects {sample_rate} Hz. {fix}"
+        )
+    signal = audio[0]
+    if duration is not None:
+        expected = float(duration) * rate
+        if len(signal) < expected - 0.01 * rate - 0.01 * expected:
+            raise AudioError(
+                f"{path} holds {len(signal) / rate:.2f} s of audio, the manifest "
+                f"says {float(duration):.2f} s: the file is cut off. {fix}"
+            )
+    return signal
+
+
+def add_audio_pipeline(datasets, sample_rate=TIMIT_SAMPLE_RATE):
+    """Adds ``sig`` (waveform, float32, samples at ``sample_rate``) to every
+    dataset; audio that cannot be used is an AudioError naming the file."""
+
+    @sb.utils.data_pipeline.takes("wav", "duration")
     @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+    def audio_pipeline(wav, duration):
+        return load_audio(wav, sample_rate, duration)
 
     sb.dataio.dataset.add_dynamic_item(list(datasets), audio_pipeline)
 
@@ -151,7 +195,7 @@ def prepare_datasets(hparams, label_encoder_path=None):
     datasets = load_datasets(hparams)
     label_encoder = build_label_encoder(hparams, label_encoder_path)
     add_text_pipeline(datasets.values(), label_encoder)
-    add_audio_pipeline(datasets.values())
+    add_audio_pipeline(datasets.values(), hparams.get("sample_rate", TIMIT_SAMPLE_RATE))
     sb.dataio.dataset.set_output_keys(list(datasets.values()), BASE_OUTPUT_KEYS)
     return datasets, label_encoder
 

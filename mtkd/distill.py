@@ -92,6 +92,11 @@ def check_store_matches(store, hparams, label_encoder):
                 f"{key} is {hparams[key]} here but {getattr(store, key)} in the "
                 f"teacher store {where}: set --{key} {getattr(store, key)}."
             )
+    if not hparams["temperature"] > 0:  # an invalid value, not a mismatch
+        raise RecipeError(
+            f"temperature must be greater than 0, got {hparams['temperature']}: "
+            f"set --temperature {store.temperature} (the store's)."
+        )
     if abs(store.temperature - hparams["temperature"]) > 1e-9:
         raise RecipeError(
             f"temperature is {hparams['temperature']} here but the store {where} "

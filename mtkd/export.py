@@ -31,6 +31,7 @@ SpeechBrain and torch): run from the recipe folder, or put it on
 
 import json
 import os
+import pickle
 import re
 import shutil
 import statistics
@@ -123,6 +124,8 @@ def load_exported(model_dir, device="cpu", savedir=None):
             f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
             "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
         )
+    for name in CHECKPOINT_FILES:
+        load_checkpoint_file(os.path.join(model_dir, name))
     return EncoderDecoderASR.from_hparams(
         source=model_dir, savedir=savedir, run_opts={"device": device}
     )
@@ -139,6 +142,48 @@ def read_audio(path, sample_rate):
     if rate != sample_rate:
         wav = torchaudio.functional.resample(wav, rate, sample_rate)
     return wav
+
+
+# Long recordings are cut into chunks of at most this many seconds (TIMIT's
+# longest sentence is under 8 s, so every corpus file is decoded whole).
+DEFAULT_CHUNK_SECONDS = 10.0
+_FRAME_SECONDS = 0.01  # energy frames in which a cut point is looked for
+
+
+def split_at_silences(wav, sample_rate, max_seconds=DEFAULT_CHUNK_SECONDS):
+    """Cuts a 1-D waveform into chunks of at most ``max_seconds``.
+
+    Returns a list of (start, end) sample indices that cover ``wav`` exactly,
+    in order. A waveform no longer than ``max_seconds`` is one chunk. Longer
+    ones are cut at the quietest 10 ms frame (lowest energy) between half and
+    all of ``max_seconds`` from the chunk's start (never leaving a last chunk
+    shorter than half of it), so cuts fall in pauses where there are any and
+    every chunk but a short recording's only one lasts between
+    ``max_seconds / 2`` and ``max_seconds``. Decoding then costs at most a
+    bounded amount per chunk: time grows linearly with the audio, where one
+    search over a long file grows much faster (its attention and maximum
+    length both grow with the file).
+    """
+    total = len(wav)
+    most = max(int(max_seconds * sample_rate), 2)
+    if total <= most:
+        return [(0, total)]
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    chunks, start = [], 0
+    while total - start > most:
+        low = start + most // 2
+        high = min(start + most, total - most // 2)
+        # Energy of the frames centred in [low, high]; the cut is the centre.
+        first = max(low - frame // 2, 0)
+        segment = wav[first : high + frame // 2 + 1].double() ** 2
+        n_frames = max((len(segment) - frame) // frame + 1, 1)
+        energy = segment[: n_frames * frame].reshape(n_frames, -1).sum(dim=1)
+        cut = first + int(torch.argmin(energy)) * frame + frame // 2
+        cut = min(max(cut, low), high)
+        chunks.append((start, cut))
+        start = cut
+    chunks.append((start, total))
+    return chunks
 
 
 def batches_by_length(lengths, batch_size):
@@ -511,12 +556,28 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
+def load_checkpoint_file(path):
+    """``torch.load`` of a checkpoint file (CPU), or an ExportError naming it
+    when the file is cut off or damaged (a full disk, a copy that stopped)."""
+    try:
+        return torch.load(path, map_location="cpu")
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ExportError(
+            f"{path} cannot be read ({reason or type(err).__name__}): the file is "
+            "damaged or cut off. Export another checkpoint with --checkpoint "
+            "CKPT+..., or copy the file again from where the run wrote it."
+        ) from None
+
+
 def _check_checkpoint_fits(experiment):
     """The weights must fit the run's architecture exactly (SpeechBrain's
-    pretrainer would load a mismatch with warnings only)."""
+    pretrainer would load a mismatch with warnings only), and both checkpoint
+    files must load, before anything is written."""
     model = CTCAttentionASR(**experiment.config["model"])
     path = os.path.join(experiment.checkpoint, "model.ckpt")
-    state = torch.load(path, map_location="cpu")
+    state = load_checkpoint_file(path)
+    load_checkpoint_file(os.path.join(experiment.checkpoint, "normalize.ckpt"))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -31,6 +31,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from mtkd import RecipeError
+from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
 
 MAX_BASE_DEPTH = 10
 
@@ -154,6 +155,133 @@ def _unknown_key_error(err, hparams_file, base_file, cli):
     )
 
 
+# Keys of the recipe whose values must be whole numbers (sizes, counts,
+# indices); a float there fails deep inside torch or SpeechBrain.
+INTEGER_KEYS = frozenset(
+    """
+    seed number_of_epochs batch_size num_workers valid_beam_size test_beam_size
+    sample_rate n_fft n_mels cnn_blocks time_pooling_size rnn_layers rnn_neurons
+    dnn_blocks dnn_neurons emb_size dec_neurons attn_dim output_neurons bos_index
+    eos_index blank_index phn_set patient teachers_per_part store_topk
+    teacher_index
+    """.split()
+)
+# Keys that must be greater than 0 (a 0 there divides, or trains nothing).
+POSITIVE_KEYS = frozenset(
+    """
+    number_of_epochs batch_size lr temperature weight_temperature sample_rate
+    n_fft n_mels valid_beam_size test_beam_size output_neurons feats_hop_size
+    """.split()
+)
+# Keys that are fractions: 0 <= value <= 1.
+FRACTION_KEYS = frozenset(
+    "ctc_weight label_smoothing dropout dec_dropout decode_ctc_weight".split()
+)
+
+
+def _is_tagged(value):
+    """A ``!ref``/``!new:``/... value: its type is known only once resolved."""
+    tag = getattr(value, "tag", None)
+    return bool(getattr(tag, "value", None)) if tag is not None else False
+
+
+def _kind(value):
+    """What a plain YAML default says its key holds: bool, int, number, a list
+    of numbers, or None (anything else: no check)."""
+    if _is_tagged(value) or value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list) and value and all(_kind(v) == "number" for v in value):
+        return "numbers"
+    return None
+
+
+def _is_number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_KIND_WORDS = {
+    "bool": "True or False",
+    "number": "a number",
+    "numbers": "a list of numbers such as [8, 16]",
+}
+
+
+def check_value_types(text, overrides, hparams_file, base_file, cli):
+    """Raises HparamsError for an override of the wrong type, naming the key.
+
+    The expected type is the one of the key's value in the base file ``text``
+    (a number, True/False, a list of numbers), plus whole numbers for
+    ``INTEGER_KEYS``. Checked before the hyperparameters are built, so a
+    ``--batch_size abc`` stops here and not in torch after data preparation.
+    """
+    defaults = _load_yaml(text, base_file)
+    for key, value in overrides.items():
+        if _is_tagged(value) or value is None:
+            continue  # a reference, or an explicit null: checked once resolved
+        kind = _kind(defaults.get(key))
+        ok = {
+            "bool": lambda v: isinstance(v, bool),
+            "number": _is_number,
+            "numbers": lambda v: isinstance(v, list) and all(map(_is_number, v)),
+            None: lambda v: True,
+        }[kind](value)
+        if ok and key in INTEGER_KEYS and not _is_integer(value):
+            kind, ok = "integer", False
+        if not ok:
+            source = "the command line" if key in cli else hparams_file
+            want = _KIND_WORDS.get(kind, "a whole number")
+            raise HparamsError(
+                f"`{key}` must be {want} (as in {base_file}: "
+                f"{_plain_text(defaults.get(key))}), got {_plain_text(value)} "
+                f"(from {source}). Nothing was written."
+            )
+
+
+def _is_integer(value):
+    if isinstance(value, list):
+        return all(map(_is_integer, value))
+    return _is_number(value) and float(value).is_integer()
+
+
+def _plain_text(value):
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_value_ranges(hparams, hparams_file):
+    """Raises HparamsError for a resolved value out of its range (see
+    ``POSITIVE_KEYS``, ``FRACTION_KEYS``, ``INTEGER_KEYS``), naming the key.
+
+    Also run on the plain override values before anything is built (building
+    the objects creates the output folder)."""
+    for key in sorted(INTEGER_KEYS | POSITIVE_KEYS | FRACTION_KEYS):
+        value = hparams.get(key)
+        if _is_tagged(value):
+            continue
+        if value is None or not _is_number(value):
+            if value is not None and key in POSITIVE_KEYS | FRACTION_KEYS:
+                raise HparamsError(
+                    f"`{key}` must be a number, got {_plain_text(value)} "
+                    f"({hparams_file})."
+                )
+            continue
+        if key in INTEGER_KEYS and not float(value).is_integer():
+            problem = "a whole number"
+        elif key in POSITIVE_KEYS and not value > 0:
+            problem = "greater than 0"
+        elif key in FRACTION_KEYS and not 0 <= value <= 1:
+            problem = "between 0 and 1"
+        else:
+            continue
+        raise HparamsError(
+            f"`{key}` must be {problem}, got {value} ({hparams_file} and the "
+            "command line). Nothing was written."
+        )
+
+
 def load_hparams(argv):
     """Parses ``script.py HPARAMS.yaml [--key value ...]`` the SpeechBrain way.
 
@@ -163,6 +291,8 @@ def load_hparams(argv):
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
     cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
+    check_value_types(text, overrides, hparams_file, base_file, cli)
+    check_value_ranges(overrides, hparams_file)
     try:
         hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))
     except KeyError as err:
@@ -175,6 +305,7 @@ def load_hparams(argv):
             f"{hparams_file}: `{key}` has no value. Give it on the command line, "
             f"e.g. `--{key} /path/to/...`."
         ) from err
+    check_value_ranges(hparams, hparams_file)
     return LoadedHparams(hparams, run_opts, hparams_file, text, overrides, sources)
 
 
@@ -209,6 +340,34 @@ def run_stage(main, argv):
     """
     try:
         return main(argv)
+    except DiskFullError as err:
+        _exit_disk_full(err)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        _exit_disk_full(disk_full_error(err.filename or "a file", "the file"))
     except RecipeError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
+        print(f"ERROR: {_own_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _exit_disk_full(err):
+    """Prints the one message and exits 2 at once: after a failed write HDF5
+    (and torch's zip writer) may hold half-closed objects that crash or print
+    pages of errors when the interpreter shuts down normally."""
+    print(f"ERROR: {err}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
+
+
+def _own_message(err):
+    """The message of a RecipeError, also when a DataLoader worker raised it
+    (torch then puts the worker's whole traceback in front of it)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name = type(err).__name__
+    marker = f"{name}: "
+    message = last.split(marker, 1)[1] if marker in last else last
+    return f"{message} (in a data loading worker)"

@@ -89,6 +89,18 @@ def parse_train_log(path):
     return [by_epoch[e] for e in sorted(by_epoch)], test
 
 
+def logged_epoch_times(path):
+    """``time_s`` of every epoch line of a train log, repeated epochs included
+    (seconds; None for a line without a time)."""
+    with open(path, encoding="utf-8") as f:
+        rows = [log_line_values(line) for line in f]
+    return [
+        _float_or_none(values.get("time_s"))
+        for values in rows
+        if "epoch" in values and "valid PER" in values
+    ]
+
+
 def _float_or_none(text):
     return None if text is None else float(text)
 
@@ -149,7 +161,10 @@ def read_run(folder):
     best = min(epochs, key=lambda row: row[key])
     with open(paths["per_test.txt"], encoding="utf-8") as f:
         first = dict(re.findall(r"(\w+): ([-+0-9.eE]+)", f.readline()))
-    times = [row["time_s"] for row in epochs] + [test["time_s"] if test else None]
+    # Every logged epoch counts, a redone one too (an epoch whose checkpoint
+    # save was killed is logged, then run and logged again): both took time.
+    times = logged_epoch_times(paths["train_log.txt"])
+    times.append(test["time_s"] if test else None)
     return {
         "name": name,
         "kind": kind,

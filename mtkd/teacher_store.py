@@ -38,12 +38,15 @@ major, so one utterance's data for all N teachers is one slice per dataset)::
     /<split>/topk_ids, topk_log_post  [same rows, K] int16 / float16
 """
 
+import fcntl
 import glob
 import hashlib
 import itertools
 import json
 import os
 import signal
+import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -53,6 +56,13 @@ import torch
 from tqdm import tqdm
 
 from mtkd import RecipeError
+from mtkd.disk import (
+    DiskFullError,
+    disk_full_error,
+    free_bytes,
+    is_disk_full,
+    unraisable_disk_full,
+)
 from mtkd.teachers import UttTargets, teacher_targets
 
 FORMAT_NAME = "mtkd-teacher-store"
@@ -63,6 +73,8 @@ PARTIAL_SUFFIX = ".partial"
 KILL_HOOK_ENV = "MTKD_TEST_KILL_AFTER_BATCHES"
 ATT_DTYPES = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
+# Free space a part writer keeps beyond each batch (see PartWriter.check_space).
+SPACE_MARGIN_BYTES = 16 << 20
 
 
 class StoreError(RecipeError):
@@ -232,6 +244,102 @@ def _append(dataset, values):
     return start
 
 
+class PartLock:
+    """One process's exclusive claim on writing one part file.
+
+    The claim is an ``flock`` on ``PART.h5.lock``, taken before the
+    ``.partial`` file is opened: a second writer of the same part (the same
+    command run twice, or two runs sharing a ``store_folder``) is refused with
+    the first writer's pid, host and command before it touches anything, and
+    the first finishes. The kernel drops the lock when its process dies (kill
+    -9 included), so a killed writer never blocks the next run.
+    """
+
+    SUFFIX = ".lock"
+
+    def __init__(self, path):
+        self.path = path
+        self.lock_path = path + self.SUFFIX
+        self.fd = None
+
+    def acquire(self):
+        """Takes the lock or raises a StoreError naming the part and its writer."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 4096).decode(errors="replace").strip()
+                os.close(fd)
+                owner = owner or "a process that has just started"
+                raise StoreError(
+                    f"{self.path} is being written by another run ({owner}; lock "
+                    f"file {self.lock_path}). "
+                    "Two writers of one part would destroy each other's work: wait "
+                    "for that run to finish (its part is then reused), or stop it "
+                    "and run this command again."
+                ) from None
+            # The holder before us may have removed the file after we opened
+            # it: the lock only counts on the file that is there now.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, _writer_description().encode())
+        self.fd = fd
+        return self
+
+    def release(self):
+        """Removes the lock file and drops the lock (idempotent)."""
+        if self.fd is None:
+            return
+        try:
+            os.remove(self.lock_path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def claim_parts(folder, todo):
+    """Locks the part file of every teacher group in ``todo`` (see PartLock).
+
+    Returns {teacher group (tuple): PartLock}; all or none: when one part is
+    held by another run, the locks taken so far are released and its
+    StoreError is raised, before anything is written.
+    """
+    locks = {}
+    try:
+        for indices in todo:
+            path = os.path.join(folder, part_file_name(indices))
+            locks[tuple(indices)] = PartLock(path).acquire()
+    except BaseException:
+        for lock in locks.values():
+            lock.release()
+        raise
+    return locks
+
+
+def _writer_description():
+    """Who holds a part: pid, host, start time and command line."""
+    command = " ".join(sys.argv) or "python"
+    return (
+        f"pid {os.getpid()} on {socket.gethostname()}, started "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {command}"
+    )
+
+
 # Per-utterance arrays of a split: (name, dtype, one value per teacher or not).
 INDEX_ARRAYS = (
     ("ref_lens", np.int32, False),
@@ -259,15 +367,22 @@ class PartWriter:
     the end of each split.
     """
 
-    def __init__(self, path, meta, teacher_indices, options, n_labels):
+    def __init__(self, path, meta, teacher_indices, options, n_labels, lock=None):
         self.path = path
         self.partial = path + PARTIAL_SUFFIX
         self.meta = meta
         self.options = options
         self.n_labels = n_labels
         self.n_teachers = len(teacher_indices)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.file = h5py.File(self.partial, "w")
+        # The part is claimed before its .partial is opened (truncated): see
+        # PartLock. A lock handed in stays the caller's to release.
+        self.own_lock = lock is None
+        self.lock = PartLock(path).acquire() if lock is None else lock
+        try:
+            self.file = h5py.File(self.partial, "w")
+        except BaseException:
+            self._release_lock()
+            raise
         self.file.attrs["format"] = FORMAT_NAME
         self.file.attrs["format_version"] = FORMAT_VERSION
         self.file.attrs["teacher_indices"] = np.asarray(teacher_indices, np.int32)
@@ -302,8 +417,29 @@ class PartWriter:
         for name, _, _ in INDEX_ARRAYS + POSTERIOR_INDEX_ARRAYS:
             self.rows[name] = []
 
+    def check_space(self, targets):
+        """Raises a DiskFullError, before anything of the batch is written,
+        when the disk cannot take it with room to spare.
+
+        HDF5 cannot report a full disk reliably: chunks are flushed when their
+        handles are freed, where errors are only printed, and after such a
+        failure it may crash. So the writer stops while there is still room:
+        twice the batch's uncompressed bytes plus ``SPACE_MARGIN_BYTES`` (the
+        chunk caches and metadata still to be flushed).
+        """
+        rows = sum(t.att_dist.shape[0] for row in targets for t in row)
+        needed = rows * self.n_labels * np.dtype(self.options.att_dist_dtype).itemsize
+        if self.options.keeps_posteriors:
+            needed += sum(_frames(t) for row in targets for t in row) * (
+                self.n_labels * 2
+            )
+        free = free_bytes(self.partial)
+        if free is not None and free < 2 * needed + SPACE_MARGIN_BYTES:
+            raise disk_full_error(self.partial, "the teacher store part")
+
     def append(self, utt_ids, targets):
         """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b."""
+        self.check_space(targets)
         rows = self.rows
         hyp_start = sum(len(h) for h in self.hyps)
         for utt_id, row in zip(utt_ids, targets, strict=True):
@@ -385,21 +521,50 @@ class PartWriter:
         }
         info["n_utt_stored"] = len(rows["utt_ids"])
 
-    def close(self):
-        """Writes the metadata, marks complete, renames to the final name."""
+    def close(self, errors=()):
+        """Writes the metadata, marks complete, renames to the final name.
+
+        ``errors``: a list that h5py's unprintable write errors are collected
+        in (``unraisable_disk_full``); the first is raised instead of renaming.
+        """
+        self.group = None  # dataset handles are flushed and closed with the file
         self.file.create_dataset("meta_json", data=json.dumps(self.meta))
         self.file.attrs["complete"] = True
         self.file.close()
+        if errors:
+            raise errors[0]
         os.replace(self.partial, self.path)
+        self._release_lock()
         return self.path
 
     def abort(self):
         """Closes without publishing (the ``.partial`` file is removed)."""
+        self.group = None  # no dataset handle may outlive the file
         try:
+            if os.path.exists(self.partial):
+                # Its contents are dropped anyway: freeing its space first lets
+                # HDF5 flush and close cleanly on a full disk (else it retries
+                # at exit, prints errors and may crash).
+                os.truncate(self.partial, 0)
             self.file.close()
+        except OSError:
+            pass  # closing a dropped file: nothing of it is kept
         finally:
             if os.path.exists(self.partial):
                 os.remove(self.partial)
+            self._release_lock()
+
+    def fail(self, err):
+        """Aborts after ``err``; returns the error to raise (a DiskFullError
+        naming the part when the disk is full, else ``err`` itself)."""
+        self.abort()
+        if isinstance(err, DiskFullError) or is_disk_full(err, self.partial):
+            return disk_full_error(self.partial, "the teacher store part")
+        return err
+
+    def _release_lock(self):
+        if self.own_lock:
+            self.lock.release()
 
 
 def _frames(targets):
@@ -434,7 +599,7 @@ def _count_batch_and_maybe_die():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def write_part(path, teachers, loaders, meta, options, progress=True):
+def write_part(path, teachers, loaders, meta, options, progress=True, lock=None):
     """Runs ``teachers`` over every split and writes the part file ``path``.
 
     Arguments
@@ -444,35 +609,47 @@ def write_part(path, teachers, loaders, meta, options, progress=True):
         ``phn_encoded``.
     meta : dict, the part's metadata (``splits`` filled with manifest_info).
     options : StoreOptions.
+    lock : PartLock held by the caller for ``path``, or None (taken here).
     Returns the path of the complete file.
     """
     writer = PartWriter(
-        path, meta, [t.index for t in teachers], options, len(meta["labels"])
+        path, meta, [t.index for t in teachers], options, len(meta["labels"]), lock
     )
     try:
-        for split, loader in loaders.items():
-            writer.begin_split(split, _att_rows(loader.dataset, len(teachers)))
-            name = os.path.basename(path)
-            for batch in tqdm(loader, desc=f"{name} {split}", disable=not progress):
-                phns, phn_lens = batch.phn_encoded
-                n = torch.round(phn_lens * phns.shape[1]).long()
-                refs = [phns[b, : n[b]] for b in range(len(n))]
-                wavs, wav_lens = batch.sig
-                targets = teacher_targets(
-                    teachers,
-                    wavs,
-                    wav_lens,
-                    refs,
-                    options.temperature,
-                    options.keeps_posteriors,
-                )
-                writer.append(batch.id, targets)
-                _count_batch_and_maybe_die()
-            writer.end_split(split)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+        with unraisable_disk_full() as disk_full:
+            _write_splits(writer, path, teachers, loaders, options, progress, disk_full)
+            path = writer.close(disk_full)
+    except BaseException as err:
+        failure = writer.fail(err)
+        if failure is err:
+            raise
+        raise failure from None
+    return path
+
+
+def _write_splits(writer, path, teachers, loaders, options, progress, disk_full):
+    """The body of ``write_part``: every split, batch by batch."""
+    for split, loader in loaders.items():
+        writer.begin_split(split, _att_rows(loader.dataset, len(teachers)))
+        name = os.path.basename(path)
+        for batch in tqdm(loader, desc=f"{name} {split}", disable=not progress):
+            phns, phn_lens = batch.phn_encoded
+            n = torch.round(phn_lens * phns.shape[1]).long()
+            refs = [phns[b, : n[b]] for b in range(len(n))]
+            wavs, wav_lens = batch.sig
+            targets = teacher_targets(
+                teachers,
+                wavs,
+                wav_lens,
+                refs,
+                options.temperature,
+                options.keeps_posteriors,
+            )
+            writer.append(batch.id, targets)
+            if disk_full:  # h5py could only print it: stop now
+                raise disk_full[0]
+            _count_batch_and_maybe_die()
+        writer.end_split(split)
 
 
 def _att_rows(dataset, n_teachers):
@@ -717,11 +894,7 @@ class TeacherStore:
         if with_posteriors or self.meta["settings"]["store_topk"]:
             names += ["post_offsets", "post_frames"]
         for path in self.files:
-            with h5py.File(path, "r") as f:
-                g = f[split]
-                part = {n: g[n][()] for n in names}
-                part["utt_ids"] = [u.decode() for u in g["utt_ids"][()]]
-            parts.append(part)
+            parts.append(_read_split_index(path, split, names, self.meta))
         utt_ids = parts[0]["utt_ids"]
         rows = {u: i for i, u in enumerate(utt_ids)}
         for part, path in zip(parts, self.files, strict=True):
@@ -814,12 +987,33 @@ class TeacherStore:
         return self.settings["fingerprints"][split]
 
     def check_manifest(self, split, json_path):
-        """Raises unless ``json_path`` has the utterances and phones of the store."""
+        """Raises unless ``json_path`` has the utterances and phones of the store,
+        and the store really holds every one of its utterances (the stored
+        fingerprint alone does not show rows lost from a damaged file)."""
         if manifest_info(json_path)["fingerprint"] != self.fingerprint(split):
             raise StoreError(
                 f"{json_path} does not match the {split} manifest the store "
                 f"{self.path} was made from (utterances or phones differ): "
                 "use the same corpus and phn_set, or remake the store."
+            )
+        with open(json_path, encoding="utf-8") as f:
+            wanted = json.load(f)
+        self.check_holds(split, wanted)
+
+    def check_holds(self, split, utt_ids):
+        """Raises a StoreError naming the store's file(s) and the first missing
+        IDs unless every utterance of ``utt_ids`` is in ``split``."""
+        if split not in self._index:
+            raise StoreError(f"{self.path} has no {split!r} split.")
+        held = self._index[split]["rows"]
+        missing = [u for u in utt_ids if u not in held]
+        if missing:
+            files = ", ".join(self.files)
+            raise StoreError(
+                f"The teacher store ({files}) lacks {len(missing)} {split} "
+                f"utterance(s) of this run's manifest, e.g. {', '.join(missing[:5])}."
+                " The store is damaged: write it again with save_teachers.py "
+                "(--overwrite True), or restore it."
             )
 
     def corpus_per(self, split):
@@ -949,6 +1143,54 @@ class TeacherStore:
         }
 
 
+def _read_split_index(path, split, names, meta):
+    """One part's per-utterance arrays of ``split``, checked for completeness.
+
+    A damaged store (a split group, a dataset or rows missing) is a StoreError
+    naming the file and what is missing, here at start-up rather than an h5py
+    KeyError inside a data-loading worker mid-epoch.
+    """
+    fix = (
+        "The store is damaged: write this part again with save_teachers.py "
+        "(--overwrite True), or restore the file."
+    )
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise StoreError(f"{path} has no {split!r} group. {fix}")
+        g = f[split]
+        wanted = [*names, "utt_ids", "att_dist"]
+        if meta["settings"]["store_ctc_posteriors"]:
+            wanted.append("ctc_log_post")
+        if meta["settings"]["store_topk"]:
+            wanted += ["topk_ids", "topk_log_post"]
+        missing = [n for n in wanted if n not in g]
+        if missing:
+            raise StoreError(
+                f"{path} lacks the dataset(s) {', '.join(missing)} of the "
+                f"{split!r} split. {fix}"
+            )
+        part = {n: g[n][()] for n in names}
+        part["utt_ids"] = [u.decode() for u in g["utt_ids"][()]]
+        att_rows = g["att_dist"].shape[0]
+    n_utt = len(part["utt_ids"])
+    short = [n for n in names if n != "ctc_hyps" and len(part[n]) != n_utt]
+    if short:
+        raise StoreError(
+            f"{path}: in the {split!r} split, {', '.join(short)} do not have one "
+            f"row per utterance ({n_utt} utterance IDs). {fix}"
+        )
+    if n_utt:
+        n_teachers = part["ctc_lens"].shape[1] if part["ctc_lens"].ndim == 2 else 1
+        ends = part["att_offsets"] + n_teachers * (part["ref_lens"] + 1)
+        hyp_ends = part["ctc_offsets"] + part["ctc_lens"].reshape(n_utt, -1).sum(1)
+        if int(ends.max()) > att_rows or int(hyp_ends.max()) > len(part["ctc_hyps"]):
+            raise StoreError(
+                f"{path}: the {split!r} split's att_dist or ctc_hyps is shorter "
+                f"than its index says (cut off). {fix}"
+            )
+    return part
+
+
 def collate_teacher_targets(items):
     """Pads a batch of ``TeacherStore.get`` results into tensors.
 
@@ -1059,13 +1301,19 @@ def merge_store(folder, path, progress=True):
     meta["splits"] = {k: dict(v) for k, v in store.meta["splits"].items()}
     writer = PartWriter(path, meta, store.teacher_indices, options, len(s["labels"]))
     try:
-        for split in store.splits:
-            ref_lens = store._index[split]["parts"][0]["ref_lens"]
-            writer.begin_split(split, int((ref_lens + 1).sum()) * store.teacher_count)
-            for utt_id in tqdm(store.utterance_ids(split), disable=not progress):
-                writer.append([utt_id], [_stored_targets(store, split, utt_id)])
-            writer.end_split(split)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+        with unraisable_disk_full() as disk_full:
+            for split in store.splits:
+                ref_lens = store._index[split]["parts"][0]["ref_lens"]
+                rows = int((ref_lens + 1).sum()) * store.teacher_count
+                writer.begin_split(split, rows)
+                for utt_id in tqdm(store.utterance_ids(split), disable=not progress):
+                    writer.append([utt_id], [_stored_targets(store, split, utt_id)])
+                    if disk_full:
+                        raise disk_full[0]
+                writer.end_split(split)
+            return writer.close(disk_full)
+    except BaseException as err:
+        failure = writer.fail(err)
+        if failure is err:
+            raise
+        raise failure from None
