@@ -17,8 +17,9 @@ twin with the same seed, data order and initialisation.
 
 Groups of configurations (``--groups``; by default all, in this order):
 
-- ``core``: no distillation, then average, best, weighted, top-k from 3
-  teachers (tea0, tea3, tea5), alpha 0.5, T 1, tau 1.
+- ``core``: no distillation, then average, best, weighted from 3 teachers
+  (tea0, tea3, tea5), alpha 0.5, T 1, tau 1: the demo's configuration.
+- ``top-k``: the first author's fourth strategy, otherwise as ``core``.
 - ``ctc``: the attention branch distilled alone (``--distill_ctc False``).
 - ``tau``: weighted and best with weight temperature 5 (a real ensemble).
 - ``alpha``: best with alpha 0.2 and 0.8.
@@ -77,7 +78,7 @@ TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
 STUDENT_WIDTH = 64  # 149 k parameters: about 1/2 of the teachers' mean
 SMALL_STUDENT_WIDTH = 36  # about 1/4
-GROUPS = ("core", "ctc", "tau", "alpha", "size", "temperature", "teachers10")
+GROUPS = ("core", "top-k", "ctc", "tau", "alpha", "size", "temperature", "teachers10")
 
 
 def configurations():
@@ -87,8 +88,9 @@ def configurations():
     otherwise the train_kd.py keys that differ from the demo's students.
     """
     configs = [("baseline", "core", None, None, None)]
-    for strategy in ("average", "best", "weighted", "top-k"):
+    for strategy in ("average", "best", "weighted"):
         configs.append((strategy, "core", "t3", 1.0, {"strategy": strategy}))
+    configs.append(("top-k", "top-k", "t3", 1.0, {"strategy": "top-k"}))
     for strategy in ("best", "weighted"):
         configs.append(
             (f"{strategy}-attention-only", "ctc", "t3", 1.0,
