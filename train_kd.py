@@ -43,7 +43,7 @@ from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hp
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
-from mtkd.teacher_store import TeacherStore
+from mtkd.store import TeacherStore
 
 
 def check_kd_keys(hparams):

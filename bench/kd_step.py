@@ -101,6 +101,15 @@ from mtkd.distill import (  # noqa: E402
     check_store_matches,
 )
 from mtkd.hparams import load_hparams  # noqa: E402
+from mtkd.store import TeacherStore, collate_teacher_targets  # noqa: E402
+from mtkd.store.format import (  # noqa: E402
+    StoreOptions,
+    manifest_info,
+    part_file_name,
+    part_meta,
+    store_settings,
+)
+from mtkd.store.writer import PartWriter  # noqa: E402
 from mtkd.strategies import (  # noqa: E402
     STRATEGIES,
     ctc_kd_loss,
@@ -109,16 +118,6 @@ from mtkd.strategies import (  # noqa: E402
     seq_kd_loss,
     strategy_weights,
     weight_entropy,
-)
-from mtkd.teacher_store import (  # noqa: E402
-    PartWriter,
-    StoreOptions,
-    TeacherStore,
-    collate_teacher_targets,
-    manifest_info,
-    part_file_name,
-    part_meta,
-    store_settings,
 )
 from mtkd.teachers import UttTargets  # noqa: E402
 from timit_prepare import PHONE_SETS  # noqa: E402

@@ -17,6 +17,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from mtkd import RecipeError
 from mtkd.brain import ASRBrain
 from mtkd.runs import best_checkpoint_model_path
+from mtkd.store import collate_teacher_targets
 from mtkd.strategies import (
     ctc_kd_loss,
     kd_objective,
@@ -26,7 +27,6 @@ from mtkd.strategies import (
     student_kd_log_probs,
     weight_entropy,
 )
-from mtkd.teacher_store import collate_teacher_targets
 
 TEACHER_KEY = "teacher"
 

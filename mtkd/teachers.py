@@ -371,9 +371,7 @@ class UttTargets:
 
     ``ctc_hyp`` [H] int64 label ids; ``att_dist`` [L+1, V] float32 (rows sum to
     1); ``ctc_per`` / ``att_per`` percent in [0, 100]; ``ctc_edits`` /
-    ``att_edits`` uncapped edit counts (for corpus-level PER);
-    ``ctc_log_post`` [T', V] float32 CTC log-posteriors when asked for;
-    ``topk_ids`` / ``topk_log_post`` [T', K] only when copied from a store.
+    ``att_edits`` uncapped edit counts (for corpus-level PER).
     """
 
     ctc_hyp: torch.Tensor
@@ -382,9 +380,6 @@ class UttTargets:
     att_per: float
     ctc_edits: int
     att_edits: int
-    ctc_log_post: torch.Tensor = None
-    topk_ids: torch.Tensor = None
-    topk_log_post: torch.Tensor = None
 
 
 def crop_waveforms(wavs, wav_lens):
@@ -499,7 +494,7 @@ def utterance_pers(refs, hyps):
     return out
 
 
-def _one_teacher(teacher, feats, refs, temperature, keep_posteriors):
+def _one_teacher(teacher, feats, refs, temperature):
     """Targets of one teacher for a batch: list of B ``UttTargets``."""
     cfg = teacher.config
     encoded = encode_unpadded(teacher, feats)
@@ -523,14 +518,13 @@ def _one_teacher(teacher, feats, refs, temperature, keep_posteriors):
             att_per=att_pers[b][0],
             ctc_edits=ctc_pers[b][1],
             att_edits=att_pers[b][1],
-            ctc_log_post=log_posts[b].cpu() if keep_posteriors else None,
         )
         for b in range(len(refs))
     ]
 
 
 @torch.no_grad()
-def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=False):
+def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0):
     """Runs every teacher over one batch; returns targets[b][k] (``UttTargets``).
 
     Arguments
@@ -539,7 +533,6 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=
     wavs : [B, S] float32 padded waveforms; wav_lens : [B] relative lengths.
     refs : list of B [L_b] int64 reference label ids (no bos/eos).
     temperature : float, divides logits before every softmax.
-    posteriors : bool, also keep each utterance's CTC log-posteriors [T', V].
 
     Features are computed once per batch for each distinct feature setting
     and shared by the teachers that use it.
@@ -553,6 +546,6 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=
         if key not in feats_by_key:
             feats_by_key[key] = unpadded_features(waveforms, teacher.features, device)
         per_teacher.append(
-            _one_teacher(teacher, feats_by_key[key], refs, temperature, posteriors)
+            _one_teacher(teacher, feats_by_key[key], refs, temperature)
         )
     return [list(row) for row in zip(*per_teacher, strict=True)]
