@@ -42,8 +42,8 @@ from mtkd.distill import (
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
-from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
 from mtkd.store import TeacherStore
+from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
 
 
 def check_kd_keys(hparams):

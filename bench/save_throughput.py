@@ -126,8 +126,7 @@ def save_once(data_folder, teachers, output_folder, batch_size, device):
 
     timer = CallTimer(device)
     parts = dict(FORWARD_PARTS, **OTHER_PARTS)
-    if hasattr(save_teachers, "write_part"):
-        parts["write_part"] = (save_teachers, "write_part")
+    parts["write_part"] = (mtkd.store.writer, "write_part")
     argv = [
         os.path.join(REPO, "hparams", "save_teachers.yaml"),
         "--data_folder", data_folder,

@@ -55,7 +55,7 @@ def run_script(args, cwd=REPO, check=True, timeout=600, env=None):
 @pytest.fixture(scope="session")
 def mini_corpus(tmp_path_factory):
     """Path of a tiny mini-TIMIT corpus (made once per test session)."""
-    from mtkd.mini_timit import make_mini_timit
+    from tools.mini_timit import make_mini_timit
 
     out = tmp_path_factory.mktemp("mini") / "TIMIT"
     make_mini_timit(str(out), seed=7, preset="tiny")
