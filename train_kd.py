@@ -6,7 +6,7 @@
         --strategy weighted
 
 Strategies (``strategy``): ``average``, ``best``, ``weighted`` (Gao, Parcollet
-& Lane, 2020); see README "Distillation strategies" and ``mtkd/strategies.py``.
+& Lane, 2020); see docs/stages.md "Distillation strategies" and ``mtkd/strategies.py``.
 Teacher targets are looked up by utterance ID, so any batch size, order
 (``sorting: random``), dynamic batching and waveform augmentation work. The run
 stops before training if the store does not match this run's data or labels.

@@ -18,7 +18,7 @@ for _path in (_HERE, REPO):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-# One set of overrides shrinks any teacher config to test size (README).
+# One set of overrides shrinks any teacher config to test size (docs/stages.md).
 TINY_MODEL = [
     "--cnn_blocks", "1", "--cnn_channels", "[8]", "--rnn_layers", "1",
     "--rnn_neurons", "16", "--dnn_blocks", "1", "--dnn_neurons", "16",
