@@ -13,7 +13,7 @@ test search (``test_beam_size``, ``decode_ctc_weight``, ``beam_options``);
     asr = EncoderDecoderASR.from_hparams(source="models/tea0")
     asr.transcribe_file("x.wav")  # -> "sil dh ax ..."
 
-with this recipe's ``mtkd`` package importable (see ``mtkd/export.py``), or
+with this recipe's ``mtkd`` package importable (see ``mtkd_tools/export.py``), or
 with ``python transcribe.py models/tea0 FILES_OR_FOLDERS``. Exporting the same
 checkpoint twice gives the same bytes; the folder appears only when complete.
 """
@@ -22,8 +22,8 @@ import argparse
 import sys
 import time
 
-from mtkd.export import EXPORT_FILES, export_model
 from mtkd.hparams import run_stage
+from mtkd_tools.export import EXPORT_FILES, export_model
 
 
 def parse_args(argv):

@@ -22,11 +22,12 @@ command lines (each one is printed, and logged in ``<output_folder>/logs/``):
    --strategy average | best | weighted``; ``--seeds N`` does this for the
    student seeds 2000, 2001, ..., 2000 + N - 1 (plus ``--seed``), each in
    ``students/<strategy>/seed<S>/``;
-5. writes ``RESULTS.md``, ``results.json`` and ``valid_per.png`` (mtkd/results.py):
+5. writes ``RESULTS.md``, ``results.json`` and ``valid_per.png``
+   (mtkd_tools/results.py):
    one row per model, mean +- std over seeds, and under it each distilled
    student against the baseline: PER difference, 95 % CI and p-value of a
    paired bootstrap over the test utterances, seed i against seed i
-   (mtkd/significance.py, docs/results-and-significance.md).
+   (mtkd_tools/significance.py, docs/results-and-significance.md).
 
 Seeds: the teachers are trained once, at their own seeds, whatever ``--seeds``
 says; only the students' seed varies. The question the demo asks is whether
@@ -57,8 +58,9 @@ import time
 import yaml
 
 from mtkd import RecipeError
-from mtkd.mini_timit import PRESETS, MiniTimitError, existing_corpus
-from mtkd.results import (
+from mtkd.runs import RunFolder
+from mtkd.teachers import write_teacher_list
+from mtkd_tools.results import (
     COST_COLUMNS,
     PLOT_PNG,
     add_costs,
@@ -68,7 +70,7 @@ from mtkd.results import (
     test_files,
     write_results,
 )
-from mtkd.runs import best_checkpoint_model_path
+from tools.mini_timit import PRESETS, MiniTimitError, existing_corpus
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -287,7 +289,7 @@ class Scheduler:
 
     def show_progress(self, job):
         """Prints the new epoch lines of the run's train log, shortened."""
-        path = os.path.join(job.folder, "train_log.txt")
+        path = RunFolder(job.folder).train_log
         if not os.path.isfile(path):
             return
         with open(path) as f:
@@ -353,7 +355,7 @@ def build_jobs(args, data_folder):
         argv = ["train_teacher.py", f"hparams/teachers/{name}.yaml", *common]
         argv += ["--output_folder", folder, *flags(settings)]
         jobs.append(
-            Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+            Job(name, argv, folder, RunFolder(folder).per_test_file,
                 log_file=os.path.join(logs, f"{name}.log"))
         )  # fmt: skip
     teacher_jobs = [job.name for job in jobs]
@@ -368,7 +370,7 @@ def build_jobs(args, data_folder):
         log_file=os.path.join(logs, "save_teachers.log"),
     )  # fmt: skip
     teacher_folders = [job.folder for job in jobs[: len(teacher_jobs)]]
-    save.prepare = lambda: write_teacher_list(list_file, teacher_folders)
+    save.prepare = lambda: write_teacher_list(list_file, teacher_folders, "run_demo.py")
 
     # Seed by seed (baseline, then the distilled students), so that a demo
     # stopped early leaves whole seeds; baselines need no teacher and start
@@ -387,7 +389,7 @@ def build_jobs(args, data_folder):
         argv += flags(student)
         name = f"student-baseline-seed{seed}"
         jobs.append(
-            Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+            Job(name, argv, folder, RunFolder(folder).per_test_file,
                 log_file=os.path.join(logs, f"{name}.log"))
         )  # fmt: skip
         if save not in jobs:
@@ -400,7 +402,7 @@ def build_jobs(args, data_folder):
             argv += flags({**student, **KD_SETTINGS})
             name = f"student-{strategy}-seed{seed}"
             jobs.append(
-                Job(name, argv, folder, os.path.join(folder, "per_test.txt"),
+                Job(name, argv, folder, RunFolder(folder).per_test_file,
                     after=["save_teachers"],
                     log_file=os.path.join(logs, f"{name}.log"))
             )  # fmt: skip
@@ -422,25 +424,13 @@ def check_layout(out):
     """A demo folder from before --seeds (students/<strategy>/ was the run
     folder itself) is not reused: its corpus and layout differ."""
     for strategy in ("baseline", *STRATEGIES):
-        old = os.path.join(out, "students", strategy, "hyperparams.yaml")
+        old = RunFolder(os.path.join(out, "students", strategy)).hparams_file
         if os.path.isfile(old):
             raise DemoError(
                 f"{out} holds a demo made by an older run_demo.py ({old}: one "
                 "seed, students/<strategy>/ as the run folder, and another "
                 "corpus). Remove that folder or give another --output_folder."
             )
-
-
-def write_teacher_list(list_file, teacher_folders):
-    """The teacher list file of stage 2: each teacher's best model.ckpt."""
-    lines = ["# Written by run_demo.py: the best valid checkpoint of each teacher"]
-    lines += [
-        best_checkpoint_model_path(os.path.join(f, "save")) for f in teacher_folders
-    ]
-    tmp = list_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, list_file)
 
 
 def make_corpus(args, say):
@@ -567,7 +557,7 @@ def main(argv=None):
     columns = ()
     if args.cost_files:
         # Size and speed of every model, measured the same way one after the
-        # other here (mtkd.export.model_cost), on the same test files.
+        # other here (mtkd_tools.export.model_cost), on the same test files.
         # One seed per model: the architecture, not the seed, sets them.
         first_seeds = [group["runs"][0] for group in group_runs(runs)]
         say(f"size and real-time factor of {len(first_seeds)} models ...")

@@ -22,7 +22,6 @@ status 75; the same command writes it again.
 Authors: the project's engineers (after Gao, Parcollet & Lane, 2020).
 """
 
-import logging
 import os
 import sys
 
@@ -31,31 +30,13 @@ import speechbrain as sb
 from mtkd import cluster
 from mtkd.data import SPLITS, prepare_datasets, prepare_manifests
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
-from mtkd.teacher_store import (
-    StoreError,
-    StoreOptions,
-    TeacherStore,
-    claim_parts,
-    format_summary,
-    manifest_info,
-    merge_store,
-    part_file_name,
-    part_meta,
-    plan_parts,
-    select_teachers,
-    store_settings,
-    write_part,
-    write_summary,
-)
+from mtkd.store import report_store, write_store
 from mtkd.teachers import (
     check_run_labels,
     check_teacher_list,
     load_teacher,
     pipeline_label_keys,
-    teacher_checksum,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def make_loaders(hparams, datasets):
@@ -68,57 +49,6 @@ def make_loaders(hparams, datasets):
         )
         for split in SPLITS
     }
-
-
-def open_for_summary(store_folder, summary_file):
-    """The store as it now is, or None (and no stale summary) if unreadable."""
-    try:
-        return TeacherStore(store_folder, allow_missing=True)
-    except StoreError as err:
-        logger.warning("The store cannot be read yet: %s", err)
-        if os.path.exists(summary_file):
-            os.remove(summary_file)
-        return None
-
-
-def plan_run(hparams, files, options, splits):
-    """The parts this run writes: those not already complete in the store."""
-    settings = store_settings(
-        files[0].labels, files[0].special_indices, options, splits
-    )
-    requested = select_teachers(
-        len(files), hparams["teacher_index"], hparams["teacher_indices"]
-    )
-    plan = plan_parts(
-        hparams["store_folder"],
-        files,
-        requested,
-        settings,
-        checksum=lambda k: teacher_checksum(files[k]),
-        overwrite=hparams["overwrite"],
-        part_size=hparams["teachers_per_part"],
-    )
-    for path, indices in plan.done.items():
-        if indices:
-            logger.info("Skipping teachers %s: %s is complete", indices, path)
-    for warning in plan.warnings:
-        logger.warning(warning)
-    return plan, settings
-
-
-def report(hparams, progress):
-    """Prints and saves the store summary; merges the parts when asked."""
-    store = open_for_summary(hparams["store_folder"], hparams["summary_file"])
-    if store is None:
-        return
-    print(format_summary(write_summary(store, hparams["summary_file"])))
-    if not hparams["merge"]:
-        return
-    if store.missing_teachers:
-        logger.warning("Not merging: teachers %s missing", store.missing_teachers)
-        return
-    merged = merge_store(hparams["store_folder"], hparams["merged_file"], progress)
-    print(f"Merged store: {merged}")
 
 
 def main(argv):
@@ -138,39 +68,35 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(hparams, label_path)
     check_run_labels(label_encoder, files)
 
-    options = StoreOptions.from_hparams(hparams)
-    splits = {s: manifest_info(hparams[f"{s}_annotation"]) for s in SPLITS}
-    plan, settings = plan_run(hparams, files, options, splits)
+    def load(k):
+        """Teacher k of the list, on this run's device."""
+        return load_teacher(files[k].model_ckpt, device, files[k].line_no, list_file, k)
 
+    # Parts already complete are kept; the others are written, one at a time.
     progress = not loaded.run_opts["noprogressbar"]
-    # Another run writing one of these parts stops this one here (PartLock).
-    locks = claim_parts(hparams["store_folder"], plan.todo)
-    try:
-        for indices in plan.todo:
-            path = os.path.join(hparams["store_folder"], part_file_name(indices))
-            if os.path.exists(path):  # finished by another run since planning
-                logger.info("Skipping teachers %s: %s is complete", indices, path)
-                continue
-            teachers = [
-                load_teacher(
-                    files[k].model_ckpt, device, files[k].line_no, list_file, k
-                )
-                for k in indices
-            ]
-            meta = part_meta(teachers, settings, splits, list_file, len(files), options)
-            logger.info("Writing teachers %s to %s", indices, path)
-            loaders = make_loaders(hparams, datasets)
-            with cluster.autocast(device, loaded.run_opts["precision"]):
-                write_part(
-                    path, teachers, loaders, meta, options, progress,
-                    lock=locks[tuple(indices)],
-                )  # fmt: skip
-            del teachers  # free them before the next part's teachers are loaded
-    finally:
-        for lock in locks.values():
-            lock.release()
-
-    report(hparams, progress)
+    write_store(
+        hparams["store_folder"],
+        list_file,
+        files,
+        {split: hparams[f"{split}_annotation"] for split in SPLITS},
+        make_loaders(hparams, datasets),
+        load,
+        temperature=hparams["temperature"],
+        att_dist_dtype=hparams["att_dist_dtype"],
+        compression=hparams["store_compression"],
+        teacher_index=hparams["teacher_index"],
+        teacher_indices=hparams["teacher_indices"],
+        teachers_per_part=hparams["teachers_per_part"],
+        overwrite=hparams["overwrite"],
+        autocast=lambda: cluster.autocast(device, loaded.run_opts["precision"]),
+        progress=progress,
+    )
+    report_store(
+        hparams["store_folder"],
+        hparams["summary_file"],
+        hparams["merged_file"] if hparams["merge"] else None,
+        progress,
+    )
 
 
 if __name__ == "__main__":

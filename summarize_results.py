@@ -17,11 +17,11 @@ but the seed) make one row: mean +- sample standard deviation, each seed's
 value in ``results.json``. Under the table, every distilled student is tested
 against ``student-baseline``: the PER difference with its 95 % confidence
 interval and p-value (a paired bootstrap over the test utterances of
-``per_test.txt``, seed i against seed i: ``mtkd/significance.py``), and the
+``per_test.txt``, seed i against seed i: ``mtkd_tools/significance.py``), and the
 verdict follows from it. See docs/results-and-significance.md.
 
 ``--cost`` adds each model's checkpoint size and real-time factor on CPU, all
-measured the same way in this one process (``mtkd.results.add_costs``), on the
+measured the same way in this one process (``mtkd_tools.results.add_costs``), on the
 first seed of each model.
 """
 
@@ -30,7 +30,7 @@ import os
 import sys
 
 from mtkd import RecipeError
-from mtkd.results import (
+from mtkd_tools.results import (
     BASELINE,
     COST_COLUMNS,
     PLOT_PNG,
@@ -39,8 +39,8 @@ from mtkd.results import (
     test_files,
     write_results,
 )
-from mtkd.results import read_run as read_one_run
-from mtkd.significance import UNITS
+from mtkd_tools.results import read_run as read_one_run
+from mtkd_tools.significance import UNITS
 
 RUN_FILES = ("hyperparams.yaml", "train_log.txt")
 

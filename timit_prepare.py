@@ -56,6 +56,7 @@ import logging
 import os
 import sys
 
+import numpy as np
 import soundfile
 
 from mtkd import RecipeError
@@ -75,6 +76,7 @@ __all__ = [
     "TimitPrepError",
     "fold_phones",
     "prepare_timit",
+    "read_sphere",
     "read_sphere_duration",
 ]
 
@@ -269,8 +271,27 @@ def read_sphere_duration(path: str) -> float:
     return count / rate
 
 
+def read_sphere(path):
+    """Reads a 16-bit PCM NIST SPHERE file (TIMIT's, or the mini corpus's).
+
+    Returns
+    -------
+    fields : dict
+        Header fields: ints for ``-i`` fields, strings otherwise.
+    samples : numpy.ndarray
+        [S] int16 samples (``sample_byte_format`` 01: little-endian, else big).
+    """
+    fields, header_size = _read_sphere_header(path)
+    order = "<" if fields.get("sample_byte_format", "01") == "01" else ">"
+    with open(path, "rb") as f:
+        f.seek(header_size)
+        data = f.read()
+    return fields, np.frombuffer(data, dtype=order + "i2").astype(np.int16)
+
+
 def _read_sphere_header(path):
-    """Returns ({field: value string}, header size in bytes) of a SPHERE file."""
+    """Returns ({field: value}, header size in bytes) of a SPHERE file; ``-i``
+    values that read as integers are ints, the others strings."""
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
@@ -298,7 +319,10 @@ def _read_sphere_header(path):
             break
         parts = line.split(None, 2)
         if len(parts) == 3:
-            fields[parts[0]] = parts[2]
+            name, kind, value = parts
+            if kind == "-i" and value.lstrip("-").isdigit():
+                value = int(value)
+            fields[name] = value
     return fields, header_size
 
 

@@ -6,7 +6,7 @@
         --strategy weighted
 
 Strategies (``strategy``): ``average``, ``best``, ``weighted`` (Gao, Parcollet
-& Lane, 2020); see README "Distillation strategies" and ``mtkd/strategies.py``.
+& Lane, 2020); see docs/stages.md "Distillation strategies" and ``mtkd/strategies.py``.
 Teacher targets are looked up by utterance ID, so any batch size, order
 (``sorting: random``), dynamic batching and waveform augmentation work. The run
 stops before training if the store does not match this run's data or labels.
@@ -42,8 +42,8 @@ from mtkd.distill import (
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
+from mtkd.store import TeacherStore
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
-from mtkd.teacher_store import TeacherStore
 
 
 def check_kd_keys(hparams):

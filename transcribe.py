@@ -31,7 +31,8 @@ import sys
 import soundfile
 import torch
 
-from mtkd.export import (
+from mtkd.hparams import run_stage
+from mtkd_tools.export import (
     AUDIO_EXTENSIONS,
     DEFAULT_CHUNK_SECONDS,
     batches_by_length,
@@ -41,7 +42,6 @@ from mtkd.export import (
     split_at_silences,
     transcribe_waveforms,
 )
-from mtkd.hparams import run_stage
 
 
 def parse_args(argv):

@@ -101,24 +101,22 @@ from mtkd.distill import (  # noqa: E402
     check_store_matches,
 )
 from mtkd.hparams import load_hparams  # noqa: E402
-from mtkd.strategies import (  # noqa: E402
-    STRATEGIES,
-    ctc_kd_loss,
-    mean_teacher_weights,
-    merge_ctc_targets,
-    seq_kd_loss,
-    strategy_weights,
-    weight_entropy,
-)
-from mtkd.teacher_store import (  # noqa: E402
-    PartWriter,
+from mtkd.store import TeacherStore, collate_teacher_targets  # noqa: E402
+from mtkd.store.format import (  # noqa: E402
     StoreOptions,
-    TeacherStore,
-    collate_teacher_targets,
     manifest_info,
     part_file_name,
     part_meta,
     store_settings,
+)
+from mtkd.store.writer import PartWriter  # noqa: E402
+from mtkd.strategies import (  # noqa: E402
+    STRATEGIES,
+    ctc_kd_loss,
+    merge_ctc_targets,
+    seq_kd_loss,
+    strategy_weights,
+    weight_stats,
 )
 from mtkd.teachers import UttTargets  # noqa: E402
 from timit_prepare import PHONE_SETS  # noqa: E402
@@ -581,9 +579,7 @@ def kd_components(kd, batches, repeats):
                 weight_temperature=hp.weight_temperature,
             )
             for w in (w_ctc, w_seq):
-                mean_teacher_weights(w)
-                weight_entropy(w)
-                float(w.max(dim=1).values.mean())
+                weight_stats(w)
             return w_ctc, w_seq
 
         w_ctc, w_seq = weights()

@@ -4,10 +4,10 @@
     python bench/prepare_speed.py                       # 6300 utterances, ldc + riff
     python bench/prepare_speed.py --layouts ldc --repeats 5
 
-The corpus is the fake one of the tests (``tests/fake_timit.py``, imported by
-path): TIMIT's real folder layout at full size, 462 TRAIN speakers and 168
-TEST speakers (the 50 standard dev, the 24 core-test and 94 others), 10
-utterances each (SA1, SA2, 5 SX, 3 SI): 6300 utterances, each a NIST SPHERE
+The corpus is the fake one of the tests (``tools/fake_timit.py``): TIMIT's
+real folder layout at full size, 462 TRAIN speakers and 168 TEST speakers
+(the 50 standard dev, the 24 core-test and 94 others), 10 utterances each
+(SA1, SA2, 5 SX, 3 SI): 6300 utterances, each a NIST SPHERE
 ``.WAV`` (1024-byte header) with ``.PHN``, ``.WRD`` and ``.TXT``; the
 ``riff_copy`` layout adds a RIFF ``.WAV.wav`` beside every ``.WAV``. The audio
 is short (``utt_samples``, 160 by default): the preparation reads only the
@@ -24,7 +24,6 @@ Importable: ``run(layouts=..., repeats=..., ...) -> dict``.
 """
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -39,19 +38,11 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from timit_prepare import prepare_timit  # noqa: E402
+from tools.fake_timit import make_fake_timit  # noqa: E402
 
-FAKE_TIMIT = os.path.join(REPO, "tests", "fake_timit.py")
 LAYOUTS = ("ldc", "riff_copy")
 # The standard split of the full corpus (README, Stage 0).
 FULL_COUNTS = {"train": 3696, "valid": 400, "test": 192}
-
-
-def load_fake_timit():
-    """``tests/fake_timit.py`` as a module (the tests' full-size fake corpus)."""
-    spec = importlib.util.spec_from_file_location("bench_fake_timit", FAKE_TIMIT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def count_utterances(root):
@@ -85,10 +76,9 @@ def prepare_into(data_folder, folder, phn_set, layout):
 
 def time_layout(root, layout, repeats, phn_set, speakers, utt_samples):
     """Makes the fake corpus in ``layout`` under ``root`` and times preparing it."""
-    fake = load_fake_timit()
     data_folder = os.path.join(root, "TIMIT")
     start = time.perf_counter()
-    fake.make_fake_timit(data_folder, layout, utt_samples=utt_samples, **speakers)
+    make_fake_timit(data_folder, layout, utt_samples=utt_samples, **speakers)
     make_seconds = time.perf_counter() - start
     on_disk = count_utterances(data_folder)
     seconds = []

@@ -21,7 +21,7 @@ Four benchmarks run side by side in this process:
 
 Without ``--data_folder`` / ``--teachers`` it makes what they need under
 ``--workdir`` (default ``bench/work/``, kept for the next run): a mini corpus
-(``mtkd.mini_timit``, preset ``tiny`` with ``--quick``, else ``demo``) and two
+(``tools/mini_timit``, preset ``tiny`` with ``--quick``, else ``demo``) and two
 small teachers (tea0 and tea3, shrunk to test size for ``--quick``, to the
 README's CPU size otherwise, 1-2 epochs: the benchmarks measure cost, not
 accuracy) trained by ``train_teacher.py`` in subprocesses.
@@ -170,7 +170,7 @@ def make_inputs(args, mode):
     workdir = os.path.abspath(args.workdir)
     data_folder = args.data_folder
     if data_folder is None:
-        from mtkd.mini_timit import make_mini_timit
+        from tools.mini_timit import make_mini_timit
 
         data_folder = os.path.join(workdir, f"mini_{mode['preset']}", "TIMIT")
         log(f"mini corpus ({mode['preset']}): {data_folder}")

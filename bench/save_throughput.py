@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-import mtkd.teacher_store  # noqa: E402
+import mtkd.store.writer  # noqa: E402
 import mtkd.teachers  # noqa: E402
 from mtkd.model import CTCAttentionASR  # noqa: E402
 from mtkd.teachers import read_teacher_list  # noqa: E402
@@ -64,9 +64,9 @@ FORWARD_PARTS = {
 }
 # Timed as well, to say where the rest goes.
 OTHER_PARTS = {
-    "teacher_targets": (mtkd.teacher_store, "teacher_targets"),
+    "teacher_targets": (mtkd.store.writer, "teacher_targets"),
     "per": (mtkd.teachers, "utterance_pers"),
-    "store_write": (mtkd.teacher_store.PartWriter, "append"),
+    "store_write": (mtkd.store.writer.PartWriter, "append"),
 }
 
 
@@ -126,8 +126,7 @@ def save_once(data_folder, teachers, output_folder, batch_size, device):
 
     timer = CallTimer(device)
     parts = dict(FORWARD_PARTS, **OTHER_PARTS)
-    if hasattr(save_teachers, "write_part"):
-        parts["write_part"] = (save_teachers, "write_part")
+    parts["write_part"] = (mtkd.store.writer, "write_part")
     argv = [
         os.path.join(REPO, "hparams", "save_teachers.yaml"),
         "--data_folder", data_folder,

@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from mtkd.teacher_store import TeacherStore  # noqa: E402
+from mtkd.store import TeacherStore  # noqa: E402
 from mtkd.teachers import load_teachers, read_teacher_list  # noqa: E402
 
 GOAL_RATIO = 10.0

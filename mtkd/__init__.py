@@ -1,7 +1,16 @@
-"""Shared code of the multi-teacher distillation recipe.
+"""The method: multi-teacher distillation for joint CTC/attention recognisers.
 
-The three stage scripts (``train_teacher.py``, ``save_teachers.py``,
-``train_kd.py``) stay short stories of their stage; what they share lives here.
+The three stage scripts stay short stories of their stage; what they share
+lives here, and everything here is used by one of them::
+
+    train_teacher.py  hparams, data, model, brain, checkpoints, runs, cluster
+    save_teachers.py  teachers (list file, rebuilt teachers, targets),
+                      store (write_store, report_store)
+    train_kd.py       store (TeacherStore), strategies (weights, KD losses),
+                      distill (KDBrain)
+
+Tools around the method (results, significance, export, the mini corpus) live
+outside it, in ``mtkd_tools/`` and ``tools/``.
 """
 
 

@@ -29,7 +29,6 @@ from speechbrain.utils.distributed import (
 )
 
 from mtkd import RecipeError
-from mtkd.runs import best_checkpoint_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -262,35 +261,3 @@ def wrap_ddp_without_sync_batchnorm(brain):
                 device_ids=None,
                 find_unused_parameters=brain.find_unused_parameters,
             )
-
-
-# --------------------------------------------------------------------------
-# The teacher list file for stage 2, from the teachers' output folders
-
-
-def teacher_list_lines(run_folders):
-    """Best ``model.ckpt`` of each teacher run folder (``<output_folder>``)."""
-    lines = []
-    for folder in run_folders:
-        save = os.path.join(folder, "save")
-        try:
-            lines.append(best_checkpoint_model_path(save))
-        except (FileNotFoundError, OSError) as err:
-            raise RecipeError(
-                f"{folder}: no finished teacher there ({err}). Train it first "
-                "(train_teacher.py with --output_folder this folder)."
-            ) from err
-    return lines
-
-
-def write_teacher_list(path, run_folders):
-    """Writes the teacher list file (one model.ckpt per line, in the order of
-    ``run_folders``: line K is teacher K) atomically; returns the lines."""
-    lines = teacher_list_lines(run_folders)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("# Written by slurm/teacher_list.py: line K is teacher K.\n")
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
-    return lines

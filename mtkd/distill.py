@@ -17,16 +17,15 @@ from speechbrain.dataio.batch import PaddedBatch
 from mtkd import RecipeError
 from mtkd.brain import ASRBrain
 from mtkd.runs import best_checkpoint_model_path
+from mtkd.store import collate_teacher_targets
 from mtkd.strategies import (
     ctc_kd_loss,
     kd_objective,
-    mean_teacher_weights,
     seq_kd_loss,
     strategy_weights,
     student_kd_log_probs,
-    weight_entropy,
+    weight_stats,
 )
-from mtkd.teacher_store import collate_teacher_targets
 
 TEACHER_KEY = "teacher"
 
@@ -203,15 +202,14 @@ class KDBrain(ASRBrain):
 
     def _add_weights(self, name, weights):
         """Accumulates this epoch's teacher weights [B, N] for the summary."""
-        means = torch.tensor(mean_teacher_weights(weights))
-        entropy = weight_entropy(weights)
-        top = float(weights.max(dim=1).values.mean())
+        stats = weight_stats(weights)
+        means = torch.tensor(stats["mean_weight_per_teacher"])
         old = self.weight_sums.get(name, (0, torch.zeros_like(means), 0.0, 0.0))
         self.weight_sums[name] = (
             old[0] + 1,
             old[1] + means,
-            old[2] + entropy,
-            old[3] + top,
+            old[2] + stats["entropy_nats"],
+            old[3] + stats["mean_top_weight"],
         )
 
     def weights_summary(self):

@@ -162,7 +162,7 @@ INTEGER_KEYS = frozenset(
     seed number_of_epochs batch_size num_workers valid_beam_size test_beam_size
     sample_rate n_fft n_mels cnn_blocks time_pooling_size rnn_layers rnn_neurons
     dnn_blocks dnn_neurons emb_size dec_neurons attn_dim output_neurons bos_index
-    eos_index blank_index phn_set patient teachers_per_part store_topk
+    eos_index blank_index phn_set patient teachers_per_part
     teacher_index
     """.split()
 )

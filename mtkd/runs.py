@@ -1,8 +1,86 @@
-"""What a finished (or interrupted) run left in its output folder."""
+"""What a run of ``train_teacher.py`` or ``train_kd.py`` leaves in its output
+folder, read in one place (``RunFolder``)::
 
+    <run>/hyperparams.yaml              every value the run used (resolved)
+    <run>/train_log.txt                 a line per epoch, then the test line
+    <run>/per_test.txt                  "PER: x  CTC_PER: y", then per utterance
+    <run>/save/model_config.json        CTCAttentionASR kwargs, features, indices
+    <run>/save/label_encoder.txt        the labels (their indices are the ids)
+    <run>/save/CKPT+.../model.ckpt      the weights (a teacher list file's line)
+    <run>/save/CKPT+.../normalize.ckpt  global feature statistics
+"""
+
+import json
 import os
+import re
 
 from speechbrain.utils.checkpoints import Checkpointer
+
+from mtkd.model import MODEL_CONFIG_FILE
+
+HPARAMS_FILE = "hyperparams.yaml"
+TRAIN_LOG_FILE = "train_log.txt"
+PER_TEST_FILE = "per_test.txt"
+SAVE_FOLDER = "save"
+LABEL_ENCODER_FILE = "label_encoder.txt"
+
+
+class RunFolder:
+    """The files of one run's output folder (nothing is read until asked)."""
+
+    def __init__(self, folder):
+        self.folder = os.path.abspath(folder)
+
+    @classmethod
+    def of_checkpoint(cls, model_ckpt):
+        """The run a ``save/CKPT+*/model.ckpt`` belongs to."""
+        return cls(os.path.dirname(os.path.dirname(os.path.dirname(model_ckpt))))
+
+    @property
+    def hparams_file(self):
+        return os.path.join(self.folder, HPARAMS_FILE)
+
+    @property
+    def train_log(self):
+        return os.path.join(self.folder, TRAIN_LOG_FILE)
+
+    @property
+    def per_test_file(self):
+        return os.path.join(self.folder, PER_TEST_FILE)
+
+    @property
+    def save_folder(self):
+        return os.path.join(self.folder, SAVE_FOLDER)
+
+    @property
+    def model_config_file(self):
+        return os.path.join(self.save_folder, MODEL_CONFIG_FILE)
+
+    def label_encoder_file(self, config=None):
+        """The label encoder that ``config`` (model_config.json) names."""
+        name = (config or {}).get("label_encoder", LABEL_ENCODER_FILE)
+        return os.path.join(self.save_folder, name)
+
+    def model_config(self):
+        """save/model_config.json as a dict (json errors are the caller's)."""
+        with open(self.model_config_file, encoding="utf-8") as f:
+            return json.load(f)
+
+    def best_checkpoint(self):
+        """The checkpoint with the lowest ``selection`` (see ``best_checkpoint``)."""
+        return best_checkpoint(self.save_folder)
+
+    def test_pers(self):
+        """{"PER": x, "CTC_PER": y} of per_test.txt (see ``read_per_summary``)."""
+        return read_per_summary(self.per_test_file)
+
+
+def read_per_summary(path):
+    """The figures of a ``per_test.txt``'s first line, ``{"PER": 21.3,
+    "CTC_PER": 24.0}`` (percent); {} when the line holds none."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    return {k: float(v) for k, v in re.findall(r"(\w+): ([-+0-9.eE]+)", first)}
 
 
 def best_checkpoint(save_folder):

@@ -402,9 +402,12 @@ def mean_teacher_weights(W):
     return W.detach().double().mean(dim=0).tolist()
 
 
-def weights_summary(W, prefix=""):
-    """Logging dict: ``{prefix}entropy`` (nats) and ``{prefix}w{k}`` per teacher."""
-    summary = {f"{prefix}entropy": weight_entropy(W)}
-    for k, weight in enumerate(mean_teacher_weights(W)):
-        summary[f"{prefix}w{k}"] = weight
-    return summary
+def weight_stats(W):
+    """One batch's teacher weights [B, N] summarised (the weights log's keys):
+    ``mean_weight_per_teacher`` [N] floats, ``entropy_nats`` (mean over rows)
+    and ``mean_top_weight`` (mean over rows of the largest weight)."""
+    return {
+        "mean_weight_per_teacher": mean_teacher_weights(W),
+        "entropy_nats": weight_entropy(W),
+        "mean_top_weight": float(W.detach().double().max(dim=1).values.mean()),
+    }

@@ -28,6 +28,7 @@ from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from mtkd import RecipeError
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR, make_features
+from mtkd.runs import RunFolder, best_checkpoint_model_path
 
 # Per-utterance error rates are capped, as in the paper (an insertion-heavy
 # hypothesis would otherwise dominate the teacher weighting).
@@ -69,6 +70,32 @@ def read_teacher_list(path):
     if not entries:
         raise TeacherListError(f"{path} lists no teacher (one model.ckpt per line).")
     return entries
+
+
+def write_teacher_list(path, run_folders, written_by="slurm/teacher_list.py"):
+    """Writes a teacher list file: line K is the best valid checkpoint's
+    ``model.ckpt`` of ``run_folders[K]`` (a train_teacher.py output folder).
+
+    The file is replaced atomically (array tasks may all write it at once);
+    returns the paths written. A folder without a finished epoch is a
+    RecipeError naming it.
+    """
+    lines = []
+    for folder in run_folders:
+        try:
+            lines.append(best_checkpoint_model_path(os.path.join(folder, "save")))
+        except (FileNotFoundError, OSError) as err:
+            raise RecipeError(
+                f"{folder}: no finished teacher there ({err}). Train it first "
+                "(train_teacher.py with --output_folder this folder)."
+            ) from err
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"# Written by {written_by}: line K is teacher K.\n")
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+    return lines
 
 
 @dataclass
@@ -130,15 +157,15 @@ def read_teacher_files(model_ckpt, line_no=None, list_path=None):
     fix_line = "Check this line of the teacher list (the best checkpoint's path "
     fix_line += "is printed at the end of train_teacher.py)."
     _require_file(model_ckpt, where, "model checkpoint", fix_line)
-    ckpt_dir = os.path.dirname(model_ckpt)
-    save_dir = os.path.dirname(ckpt_dir)
+    run = RunFolder.of_checkpoint(model_ckpt)
+    save_dir = run.save_folder
     fix_run = "The line must point into a training run's save/CKPT+*/ folder."
-    normalize_ckpt = os.path.join(ckpt_dir, "normalize.ckpt")
+    normalize_ckpt = os.path.join(os.path.dirname(model_ckpt), "normalize.ckpt")
     _require_file(normalize_ckpt, where, "normalize.ckpt (feature statistics)", fix_run)
-    config_path = os.path.join(save_dir, MODEL_CONFIG_FILE)
+    config_path = run.model_config_file
     _require_file(config_path, where, MODEL_CONFIG_FILE, fix_run)
     config = _read_config(config_path, where)
-    encoder_path = os.path.join(save_dir, config.get("label_encoder", ""))
+    encoder_path = run.label_encoder_file(config)
     _require_file(encoder_path, where, "label encoder", fix_run)
     encoder = load_label_encoder(encoder_path)
     labels = [encoder.ind2lab[i] for i in range(len(encoder))]
@@ -346,9 +373,7 @@ def load_teacher(model_ckpt, device="cpu", line_no=None, list_path=None, index=0
 
 def teacher_checksum(files):
     """sha256 over a teacher's weights, statistics and config."""
-    config_path = os.path.join(
-        os.path.dirname(os.path.dirname(files.model_ckpt)), MODEL_CONFIG_FILE
-    )
+    config_path = RunFolder.of_checkpoint(files.model_ckpt).model_config_file
     return file_checksum([files.model_ckpt, files.normalize_ckpt, config_path])
 
 
@@ -371,9 +396,7 @@ class UttTargets:
 
     ``ctc_hyp`` [H] int64 label ids; ``att_dist`` [L+1, V] float32 (rows sum to
     1); ``ctc_per`` / ``att_per`` percent in [0, 100]; ``ctc_edits`` /
-    ``att_edits`` uncapped edit counts (for corpus-level PER);
-    ``ctc_log_post`` [T', V] float32 CTC log-posteriors when asked for;
-    ``topk_ids`` / ``topk_log_post`` [T', K] only when copied from a store.
+    ``att_edits`` uncapped edit counts (for corpus-level PER).
     """
 
     ctc_hyp: torch.Tensor
@@ -382,9 +405,6 @@ class UttTargets:
     att_per: float
     ctc_edits: int
     att_edits: int
-    ctc_log_post: torch.Tensor = None
-    topk_ids: torch.Tensor = None
-    topk_log_post: torch.Tensor = None
 
 
 def crop_waveforms(wavs, wav_lens):
@@ -499,7 +519,7 @@ def utterance_pers(refs, hyps):
     return out
 
 
-def _one_teacher(teacher, feats, refs, temperature, keep_posteriors):
+def _one_teacher(teacher, feats, refs, temperature):
     """Targets of one teacher for a batch: list of B ``UttTargets``."""
     cfg = teacher.config
     encoded = encode_unpadded(teacher, feats)
@@ -523,14 +543,13 @@ def _one_teacher(teacher, feats, refs, temperature, keep_posteriors):
             att_per=att_pers[b][0],
             ctc_edits=ctc_pers[b][1],
             att_edits=att_pers[b][1],
-            ctc_log_post=log_posts[b].cpu() if keep_posteriors else None,
         )
         for b in range(len(refs))
     ]
 
 
 @torch.no_grad()
-def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=False):
+def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0):
     """Runs every teacher over one batch; returns targets[b][k] (``UttTargets``).
 
     Arguments
@@ -539,7 +558,6 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=
     wavs : [B, S] float32 padded waveforms; wav_lens : [B] relative lengths.
     refs : list of B [L_b] int64 reference label ids (no bos/eos).
     temperature : float, divides logits before every softmax.
-    posteriors : bool, also keep each utterance's CTC log-posteriors [T', V].
 
     Features are computed once per batch for each distinct feature setting
     and shared by the teachers that use it.
@@ -552,7 +570,5 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0, posteriors=
         key = teacher.features_key
         if key not in feats_by_key:
             feats_by_key[key] = unpadded_features(waveforms, teacher.features, device)
-        per_teacher.append(
-            _one_teacher(teacher, feats_by_key[key], refs, temperature, posteriors)
-        )
+        per_teacher.append(_one_teacher(teacher, feats_by_key[key], refs, temperature))
     return [list(row) for row in zip(*per_teacher, strict=True)]

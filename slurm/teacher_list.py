@@ -13,8 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mtkd.cluster import write_teacher_list  # noqa: E402
 from mtkd.hparams import run_stage  # noqa: E402
+from mtkd.teachers import write_teacher_list  # noqa: E402
 
 
 def main(argv):

@@ -18,7 +18,7 @@ for _path in (_HERE, REPO):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-# One set of overrides shrinks any teacher config to test size (README).
+# One set of overrides shrinks any teacher config to test size (docs/stages.md).
 TINY_MODEL = [
     "--cnn_blocks", "1", "--cnn_channels", "[8]", "--rnn_layers", "1",
     "--rnn_neurons", "16", "--dnn_blocks", "1", "--dnn_neurons", "16",
@@ -55,7 +55,7 @@ def run_script(args, cwd=REPO, check=True, timeout=600, env=None):
 @pytest.fixture(scope="session")
 def mini_corpus(tmp_path_factory):
     """Path of a tiny mini-TIMIT corpus (made once per test session)."""
-    from mtkd.mini_timit import make_mini_timit
+    from tools.mini_timit import make_mini_timit
 
     out = tmp_path_factory.mktemp("mini") / "TIMIT"
     make_mini_timit(str(out), seed=7, preset="tiny")

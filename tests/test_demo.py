@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import run_script
 
-from mtkd.results import top_level_values
+from mtkd_tools.results import top_level_values
 
 TEACHERS = ["tea0", "tea3"]
 STUDENTS = ["student-baseline", "student-average", "student-best", "student-weighted"]

@@ -25,7 +25,10 @@ from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.utils.metric_stats import ErrorRateStats
 
 import export_model as export_model_script
-from mtkd.export import (
+from mtkd.hparams import run_stage
+from mtkd.model import CTCAttentionASR
+from mtkd.runs import best_checkpoint
+from mtkd_tools.export import (
     EXPORT_FILES,
     ExportError,
     NotAnExperimentError,
@@ -33,9 +36,6 @@ from mtkd.export import (
     export_model,
     model_cost,
 )
-from mtkd.hparams import run_stage
-from mtkd.model import CTCAttentionASR
-from mtkd.runs import best_checkpoint
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -133,6 +133,27 @@ def test_exported_model_reproduces_the_test_per(
     assert len(labels) == 42
     phones = offline_asr.transcribe_file(split_items[0]["wav"])
     assert isinstance(phones, str) and phones and set(phones.split()) <= labels
+
+
+def test_folder_exported_before_the_tools_moved_still_loads(
+    exported, offline_asr, split_items, tmp_path
+):
+    """Folders exported before the export code left ``mtkd/`` name
+    ``mtkd.export.make_searcher`` and ``mtkd.export.PhoneTokenizer``: the alias
+    module still builds them, and the model transcribes as a new export."""
+    old = tmp_path / "old_export"
+    shutil.copytree(exported, old)
+    yaml_path = old / "hyperparams.yaml"
+    text = yaml_path.read_text()
+    assert text.count("mtkd_tools.export.") == 2
+    yaml_path.write_text(text.replace("mtkd_tools.export.", "mtkd.export."))
+    asr = EncoderDecoderASR.from_hparams(
+        source=str(old), savedir=str(tmp_path / "pretrained"),
+        run_opts={"device": "cpu"},
+    )  # fmt: skip
+    assert type(asr.tokenizer).__module__ == "mtkd_tools.export"
+    wav = split_items[0]["wav"]
+    assert asr.transcribe_file(wav) == offline_asr.transcribe_file(wav)
 
 
 def test_export_twice_gives_the_same_bytes(experiment, exported, tmp_path):

@@ -26,8 +26,8 @@ import torch
 from conftest import REPO, SCRIPT_ENV, TINY_MODEL, TINY_RUN, run_script
 
 from mtkd.data import AudioError, load_audio
-from mtkd.export import split_at_silences
-from mtkd.teacher_store import StoreError, TeacherStore
+from mtkd.store import StoreError, TeacherStore
+from mtkd_tools.export import split_at_silences
 from timit_prepare import prepare_timit
 
 STORE_YAML = os.path.join(REPO, "hparams/save_teachers.yaml")

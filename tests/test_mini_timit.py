@@ -1,4 +1,4 @@
-"""Tests of the mini TIMIT corpus (mtkd/mini_timit.py, tools/make_mini_timit.py).
+"""Tests of the mini TIMIT corpus (tools/mini_timit/, tools/make_mini_timit.py).
 
 Most tests read the session's tiny corpus (``mini_corpus`` in conftest.py: seed
 7, preset "tiny"); a few make small corpora of their own.
@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from conftest import run_script
 
-from mtkd.mini_timit import (
+from tools.mini_timit import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,
     DIALECT_ACCENTS,
@@ -311,7 +311,7 @@ def test_phones_for_mnemonic():
 def test_every_word_maps_in_every_accent():
     """All the generator's words, in every accent used: every eSpeak mnemonic
     has a TIMIT counterpart (an unmapped one raises, naming it)."""
-    from mtkd import mini_timit as mt
+    from tools.mini_timit import sentences as mt
 
     words = (
         mt._NOUNS
@@ -401,7 +401,7 @@ def test_worker_errors_come_back():
     """An error in a synthesis process is raised in the caller, with its type."""
     import pickle
 
-    from mtkd.mini_timit import _run_in_fresh_process
+    from tools.mini_timit.corpus import _run_in_fresh_process
 
     job = ("en-xx-nowhere", "en-us", 50, 50, [("Hello.", 170, 1, 0.1, 0.1, [1])])
     with pytest.raises(MiniTimitError, match="no voice"):
@@ -425,7 +425,7 @@ def test_sphere_round_trip(tmp_path):
 def test_demo_core_preset_has_the_whole_core_test_and_demo_training_speakers():
     """The plan only (no synthesis): 24 core-test and 16 dev speakers, 8 usable
     sentences each, and the demo preset's training speakers unchanged."""
-    from mtkd.mini_timit import PRESETS, _plan
+    from tools.mini_timit.corpus import PRESETS, _plan
 
     core = _plan(1234, PRESETS["demo_core"], 5, 3)
     demo = _plan(1234, PRESETS["demo"], 5, 3)

@@ -128,7 +128,7 @@ def test_save_teachers_runs_teachers_under_autocast(
     keeps float16 distributions as always."""
     import h5py
 
-    import mtkd.teacher_store as store_module
+    import mtkd.store.writer as store_module
 
     seen = []
     real = store_module.teacher_targets

@@ -1,4 +1,4 @@
-"""mtkd.results and summarize_results.py: figures read from run folders."""
+"""mtkd_tools.results and summarize_results.py: figures read from run folders."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import write_per_test
 
-from mtkd.results import (
+from mtkd_tools.results import (
     ResultsError,
     compare_to_baseline,
     group_runs,

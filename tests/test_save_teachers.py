@@ -2,9 +2,10 @@
 
 Stores made here (module fixtures, CPU, one torch thread):
   A: both teachers in one file, batch size 5, train sorted by descending length.
-  B: batch size 1, ascending, with full CTC posteriors and top-3 kept too.
+  B: batch size 1, ascending.
   C: one part per teacher: teacher 0 with ``--teacher_index 0``, teacher 1 by a
-     run that is killed halfway and then run again (resume), with ``--merge``.
+     run that is killed halfway (``kill_after_batches.py``) and then run again
+     (resume), with ``--merge``.
 """
 
 import json
@@ -17,16 +18,12 @@ import torch
 from conftest import REPO, run_script
 
 import save_teachers
-from mtkd.teacher_store import (
-    KILL_HOOK_ENV,
-    PARTIAL_SUFFIX,
-    StoreError,
-    TeacherStore,
-    collate_teacher_targets,
-)
+from mtkd.store import StoreError, TeacherStore, collate_teacher_targets
+from mtkd.store.format import PARTIAL_SUFFIX
 from mtkd.teachers import TeacherListError, load_teacher
 
 YAML = os.path.join(REPO, "hparams", "save_teachers.yaml")
+KILLER = os.path.join(REPO, "tests", "kill_after_batches.py")
 SPLITS = ("train", "valid", "test")
 # Two float16 roundings of a probability <= 1 differ by at most 2**-10.
 F16_ATOL = 1e-3
@@ -55,10 +52,13 @@ def save(corpus, teachers, out, *extra):
     return os.path.join(str(out), "store")
 
 
-def save_subprocess(corpus, teachers, out, *extra, env=None, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+def save_subprocess(corpus, teachers, out, *extra, kill_after=None, check=True):
+    """Runs save_teachers.py in a subprocess; ``kill_after``: SIGKILL it once
+    that many batches are written (see kill_after_batches.py)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killer = [] if kill_after is None else [KILLER, str(kill_after)]
     return run_script(
-        ["save_teachers.py", YAML, *args(corpus, teachers, out, *extra)],
+        [*killer, "save_teachers.py", YAML, *args(corpus, teachers, out, *extra)],
         env=env,
         check=check,
     )
@@ -72,8 +72,7 @@ def store_a(teacher_store):
 @pytest.fixture(scope="module")
 def store_b(mini_corpus, teacher_list, tmp_path_factory):
     out = tmp_path_factory.mktemp("store_b")
-    extra = ["--batch_size", 1, "--store_ctc_posteriors", True, "--store_topk", 3]
-    return save(mini_corpus, teacher_list, out, *extra)
+    return save(mini_corpus, teacher_list, out, "--batch_size", 1)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,7 @@ def store_c(mini_corpus, teacher_list, tmp_path_factory):
     # All teachers, one part each: teacher 0 is done, teacher 1 gets killed.
     killed = save_subprocess(
         mini_corpus, teacher_list, out, *opts, "--teachers_per_part", 1,
-        env={KILL_HOOK_ENV: "3"}, check=False,
+        kill_after=3, check=False,
     )  # fmt: skip
     seen["killed_rc"] = killed.returncode
     seen["after_kill"] = sorted(os.listdir(folder))
@@ -209,21 +208,6 @@ def test_greedy_hypothesis_is_what_ctc_loss_kd_derives(
         for b, utt_id in enumerate(ids):
             derived = captured["targets"][b, : captured["lengths"][b]].tolist()
             assert store.get("valid", utt_id)["ctc_hyps"][k].tolist() == derived
-
-
-def test_optional_posteriors_and_topk(store_b):
-    store = TeacherStore(store_b)
-    utt_id = store.utterance_ids("test")[0]
-    got = store.get("test", utt_id)
-    for k in range(store.teacher_count):
-        log_post = got["ctc_log_post"][k]
-        assert log_post.shape[1] == 42
-        assert torch.allclose(
-            log_post.exp().sum(-1), torch.ones(len(log_post)), atol=2e-2
-        )
-        ids, values = got["topk_ids"][k], got["topk_log_post"][k]
-        assert ids.shape == (len(log_post), 3)
-        assert torch.equal(torch.gather(log_post, 1, ids), values)
 
 
 def test_killed_run_leaves_no_complete_part_and_resumes(store_c):

@@ -1,4 +1,4 @@
-"""mtkd.significance: per-utterance edit counts and the paired bootstrap,
+"""mtkd_tools.significance: per-utterance edit counts and the paired bootstrap,
 checked against hand-worked examples."""
 
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import write_per_test
 
-from mtkd.significance import (
+from mtkd_tools.significance import (
     SignificanceError,
     describe,
     paired_bootstrap,

@@ -16,7 +16,7 @@ from conftest import REPO
 
 from mtkd import RecipeError
 from mtkd.checkpoints import AtomicCheckpointer
-from mtkd.cluster import write_teacher_list
+from mtkd.teachers import write_teacher_list
 
 SLURM = os.path.join(REPO, "slurm")
 SUBMIT = os.path.join(SLURM, "submit_all.sh")

@@ -22,7 +22,7 @@ from mtkd.strategies import (
     student_kd_log_probs,
     tied_best_weights,
     weight_entropy,
-    weights_summary,
+    weight_stats,
 )
 
 BLANK = 0
@@ -183,10 +183,10 @@ def test_weight_entropy_and_summary():
     mixed = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
     assert weight_entropy(mixed) == pytest.approx(0.3465736, rel=1e-6)
     assert mean_teacher_weights(mixed) == pytest.approx([0.75, 0.25])
-    summary = weights_summary(mixed, "ctc_")
-    assert summary == pytest.approx(
-        {"ctc_entropy": 0.3465736, "ctc_w0": 0.75, "ctc_w1": 0.25}, rel=1e-6
-    )
+    stats = weight_stats(mixed)  # the weights log's per-batch figures
+    assert stats["entropy_nats"] == pytest.approx(0.3465736, rel=1e-6)
+    assert stats["mean_weight_per_teacher"] == pytest.approx([0.75, 0.25])
+    assert stats["mean_top_weight"] == pytest.approx(0.75)
 
 
 # ------------------------------------------------------------------ CTC loss

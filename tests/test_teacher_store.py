@@ -7,12 +7,8 @@ import shutil
 import pytest
 import torch
 
-from mtkd.teacher_store import (
-    StoreError,
-    manifest_info,
-    part_file_name,
-    select_teachers,
-)
+from mtkd.store.format import StoreError, manifest_info, part_file_name
+from mtkd.store.writer import select_teachers
 from mtkd.teachers import (
     TeacherListError,
     check_teacher_list,

@@ -6,12 +6,6 @@ import os
 import shutil
 
 import pytest
-from fake_timit import (
-    FAKE_PHONES,
-    FAKE_WORDS,
-    make_fake_timit,
-    sphere_bytes,
-)
 
 import timit_prepare as tp
 from timit_prepare import (
@@ -25,6 +19,12 @@ from timit_prepare import (
     fold_phones,
     prepare_timit,
     read_sphere_duration,
+)
+from tools.fake_timit import (
+    FAKE_PHONES,
+    FAKE_WORDS,
+    make_fake_timit,
+    sphere_bytes,
 )
 
 UTT_SAMPLES = 160

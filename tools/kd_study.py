@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import run_demo  # noqa: E402
-from mtkd.results import (  # noqa: E402
+from mtkd_tools.results import (  # noqa: E402
     PLOT_PNG,
     group_runs,
     markdown_table,
@@ -57,7 +57,7 @@ from mtkd.results import (  # noqa: E402
     read_run,
     runs_table,
 )
-from mtkd.significance import describe, paired_bootstrap, run_edit_counts  # noqa: E402
+from mtkd_tools.significance import describe, paired_bootstrap, run_edit_counts  # noqa: E402
 from run_demo import (  # noqa: E402
     KD_SETTINGS,
     SHARED_SETTINGS,
@@ -160,7 +160,9 @@ def build_jobs(args, corpus):
         save = job(name, argv, folder, os.path.join(folder, "store_summary.json"),
                    after=members)  # fmt: skip
         folders = [teacher_folders[t] for t in members]
-        save.prepare = lambda f=list_file, t=folders: write_teacher_list(f, t)
+        save.prepare = lambda f=list_file, t=folders: write_teacher_list(
+            f, t, "tools/kd_study.py"
+        )
         return name, os.path.join(folder, "store")
 
     def add_student(name, teachers, temperature, overrides, seed_index):

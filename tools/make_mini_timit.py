@@ -1,7 +1,7 @@
 """Makes a mini corpus in TIMIT's exact layout from eSpeak NG speech.
 
 The corpus stands in for the licensed TIMIT (LDC93S1) in the tests and the demo;
-``timit_prepare.py`` prepares it unchanged. See ``mtkd/mini_timit.py``.
+``timit_prepare.py`` prepares it unchanged. See ``tools/mini_timit/``.
 
 Usage (from the repo root)::
 
@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from mtkd.mini_timit import PRESETS, MiniTimitError, make_mini_timit  # noqa: E402
+from tools.mini_timit import PRESETS, MiniTimitError, make_mini_timit  # noqa: E402
 
 
 def main(argv=None):

@@ -10,10 +10,10 @@ set of runs can be summarised, real TIMIT runs included:
 - ``per_test.txt``: the test PER of the best-valid checkpoint (first line);
 - ``save/model_config.json``: the architecture, to count its parameters.
 
-``summarize_runs(folders)`` gives one dict per run; ``group_runs`` gathers
+``read_run(folder)`` gives one dict per run; ``group_runs`` gathers
 the seeds of one model (same name, same settings but the seed) into one row
 with mean +- standard deviation; ``compare_to_baseline`` tests each distilled
-student against the baseline student (``mtkd.significance``: paired bootstrap
+student against the baseline student (``mtkd_tools.significance``: paired bootstrap
 on the per-utterance edit counts of ``per_test.txt``, pooled over seeds);
 ``write_results`` writes ``RESULTS.md``, ``results.json`` and
 ``valid_per.png`` from them. docs/results-and-significance.md explains it all.
@@ -25,7 +25,8 @@ import re
 import statistics
 
 from mtkd import RecipeError
-from mtkd.significance import (
+from mtkd.runs import RunFolder
+from mtkd_tools.significance import (
     SIGNIFICANCE_LEVEL,
     describe,
     paired_bootstrap,
@@ -134,12 +135,14 @@ def read_run(folder):
     (per-epoch rows) and ``settings`` (every other top-level hyperparameter
     of the run, paths into its own folder left out: what makes it a model).
     """
-    folder = os.path.abspath(folder)
+    run = RunFolder(folder)
+    folder = run.folder
     paths = {
-        name: os.path.join(folder, name)
-        for name in ("hyperparams.yaml", "train_log.txt", "per_test.txt")
+        "hyperparams.yaml": run.hparams_file,
+        "train_log.txt": run.train_log,
+        "per_test.txt": run.per_test_file,
+        "model_config.json": run.model_config_file,
     }
-    paths["model_config.json"] = os.path.join(folder, "save", "model_config.json")
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise ResultsError(
@@ -159,8 +162,7 @@ def read_run(folder):
     metric = values.get("selection_metric", "PER")
     key = "valid_CTC_PER" if metric == "CTC_PER" else "valid_PER"
     best = min(epochs, key=lambda row: row[key])
-    with open(paths["per_test.txt"], encoding="utf-8") as f:
-        first = dict(re.findall(r"(\w+): ([-+0-9.eE]+)", f.readline()))
+    first = run.test_pers()
     # Every logged epoch counts, a redone one too (an epoch whose checkpoint
     # save was killed is logged, then run and logged again): both took time.
     times = logged_epoch_times(paths["train_log.txt"])
@@ -198,10 +200,10 @@ def add_costs(runs, wav_paths, device="cpu", repeats=3):
     """Adds ``checkpoint_bytes``, ``rtf`` and ``rtf_audio_s`` to every run.
 
     Every model decodes the same ``wav_paths`` the same way, one after the
-    other in this process (``mtkd.export.model_cost``: the exported model, the
+    other in this process (``mtkd_tools.export.model_cost``: the exported model, the
     run's test search, file by file, one torch thread, median of ``repeats``).
     """
-    from mtkd.export import model_cost
+    from mtkd_tools.export import model_cost
 
     for run in runs:
         cost = model_cost(run["folder"], wav_paths, device=device, repeats=repeats)
@@ -235,11 +237,6 @@ def _search_words(values):
     beam = values.get("test_beam_size", "?")
     ctc = float(values.get("decode_ctc_weight", "0") or 0)
     return f"beam {beam}" + (f" + CTC {ctc:g}" if ctc > 0 else "")
-
-
-def summarize_runs(folders):
-    """``read_run`` of every folder, in the order given."""
-    return [read_run(folder) for folder in folders]
 
 
 METRICS = ("valid_PER", "test_PER", "test_CTC_PER", "valid_change_last3")
@@ -324,7 +321,7 @@ def compare_to_baseline(groups, unit="utterance", level=SIGNIFICANCE_LEVEL):
 
     Seed i of the student is paired with seed i of the baseline (by seed
     order; with unequal numbers of seeds the first ones of each), and the
-    paired bootstrap of ``mtkd.significance`` runs on their ``per_test.txt``.
+    paired bootstrap of ``mtkd_tools.significance`` runs on their ``per_test.txt``.
 
     Returns a list of dicts: ``name``, ``baseline``, ``pairs`` (list of
     [student seed, baseline seed]), ``result`` (``paired_bootstrap``'s dict,

@@ -29,12 +29,12 @@ when the interval (nearly) excludes zero. The random generator has a fixed
 seed: the same files give the same interval and p-value.
 """
 
-import os
 import re
 
 import numpy as np
 
 from mtkd import RecipeError
+from mtkd.runs import RunFolder
 
 BOOTSTRAP_SEED = 20201025  # fixed: the same runs always give the same result
 RESAMPLES = 10000
@@ -109,7 +109,7 @@ def read_edit_counts(path):
 
 def run_edit_counts(folder):
     """``read_edit_counts`` of the run folder's ``per_test.txt``."""
-    return read_edit_counts(os.path.join(folder, "per_test.txt"))
+    return read_edit_counts(RunFolder(folder).per_test_file)
 
 
 def speaker_of(utterance_id):

@@ -1,0 +1,187 @@
+"""What a teacher store is on disk: names, version, settings, part files.
+
+The HDF5 layout of a part is described once, in ``docs/store-format.md``.
+Everything here is shared by the writer (``mtkd.store.writer``) and the reader
+(``mtkd.store.reader``): what a part must agree on with the others (its
+*settings*), what its metadata records, and how its file is named.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from mtkd import RecipeError
+
+FORMAT_NAME = "mtkd-teacher-store"
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+ATT_DTYPES = ("float16", "float32")
+COMPRESSIONS = (None, "gzip", "lzf")
+# Settings that stores of format version 1 wrote and nothing ever read (per-
+# frame CTC posteriors, top-K). They are dropped on reading, so such a store
+# still reads, resumes and merges as one made without them.
+RETIRED_SETTINGS = ("store_ctc_posteriors", "store_topk")
+# Per-utterance arrays of a split: (name, dtype, one value per teacher or not).
+INDEX_ARRAYS = (
+    ("ref_lens", np.int32, False),
+    ("att_offsets", np.int64, False),
+    ("ctc_offsets", np.int64, False),
+    ("ctc_lens", np.int32, True),
+    ("ctc_per", np.float32, True),
+    ("att_per", np.float32, True),
+    ("ctc_edits", np.int32, True),
+    ("att_edits", np.int32, True),
+)
+
+
+class StoreError(RecipeError):
+    """A store (or a part of it) that cannot be written or read as asked."""
+
+
+def manifest_info(json_path):
+    """Identity of a split's manifest: fingerprint, utterance count and hours.
+
+    The fingerprint is sha256 over the sorted (utt_id, phn) pairs: it does not
+    depend on where the corpus lies (no wav paths), so a moved corpus matches.
+    """
+    with open(json_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    digest = hashlib.sha256()
+    for utt_id in sorted(manifest):
+        digest.update(f"{utt_id}\t{manifest[utt_id]['phn'].strip()}\n".encode())
+    seconds = sum(float(entry.get("duration", 0.0)) for entry in manifest.values())
+    return {
+        "fingerprint": digest.hexdigest(),
+        "n_utt": len(manifest),
+        "hours": seconds / 3600.0,
+    }
+
+
+@dataclass
+class StoreOptions:
+    """What the targets are made of; parts of one store must agree on it all."""
+
+    temperature: float = 1.0
+    att_dist_dtype: str = "float16"
+    compression: str = None  # None, "gzip" or "lzf" (HDF5 filters, lossless)
+
+    def __post_init__(self):
+        if self.att_dist_dtype not in ATT_DTYPES:
+            raise StoreError(
+                f"att_dist_dtype must be one of {ATT_DTYPES}, got "
+                f"{self.att_dist_dtype!r}"
+            )
+        if self.compression not in COMPRESSIONS:
+            raise StoreError(
+                f"store_compression must be one of {COMPRESSIONS}, got "
+                f"{self.compression!r}"
+            )
+        if not self.temperature > 0:
+            raise StoreError(f"temperature must be > 0, got {self.temperature}")
+        self.temperature = float(self.temperature)
+
+
+def store_settings(labels, special_indices, options, splits):
+    """The store-wide settings every part records and must share.
+
+    ``splits``: {split: manifest_info(...)}; only fingerprints are compared.
+    """
+    return {
+        "labels": list(labels),
+        **{k: int(v) for k, v in special_indices.items()},
+        "temperature": options.temperature,
+        "att_dist_dtype": options.att_dist_dtype,
+        "fingerprints": {s: info["fingerprint"] for s, info in splits.items()},
+    }
+
+
+def settings_differences(old, new):
+    """Human-readable list of what differs between two settings dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key == "labels":
+            out.append("label encoder (labels or their order)")
+        elif key == "fingerprints":
+            for split in sorted(set(old[key]) | set(new[key])):
+                if old[key].get(split) != new[key].get(split):
+                    out.append(f"{split} manifest (utterances or phones)")
+        else:
+            out.append(f"{key}: {old.get(key)!r} then {new.get(key)!r}")
+    return out
+
+
+def part_meta(teachers, settings, splits, list_file, list_size, options):
+    """The metadata of a part about to be written (``/meta_json``)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": settings,
+        "options": {"compression": options.compression},
+        "labels": settings["labels"],
+        "list_file": os.path.abspath(list_file),
+        "list_size": int(list_size),
+        "teachers": [t.describe() for t in teachers],
+        "splits": {s: dict(info) for s, info in splits.items()},
+    }
+
+
+def part_file_name(indices):
+    """File name of the part holding teachers ``indices`` (0-based, sorted).
+
+    ``[3]`` -> ``part-t003.h5``; ``[0..9]`` -> ``part-t000-t009.h5``;
+    ``[0, 3, 5]`` -> ``part-t000_t003_t005.h5`` (long sets get a short hash).
+    """
+    indices = sorted(int(i) for i in indices)
+    if len(indices) == 1:
+        return f"part-t{indices[0]:03d}.h5"
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"part-t{indices[0]:03d}-t{indices[-1]:03d}.h5"
+    if len(indices) <= 6:
+        return "part-" + "_".join(f"t{i:03d}" for i in indices) + ".h5"
+    digest = hashlib.sha1(",".join(map(str, indices)).encode()).hexdigest()[:8]
+    return f"part-t{indices[0]:03d}_n{len(indices)}_{digest}.h5"
+
+
+def part_path(folder, indices):
+    """Path of the part file of teachers ``indices`` in the store ``folder``."""
+    return os.path.join(folder, part_file_name(indices))
+
+
+def complete_part_files(folder):
+    """Complete part files of a store folder (``*.h5``; ``.partial`` excluded)."""
+    return sorted(glob.glob(os.path.join(glob.escape(folder), "*.h5")))
+
+
+def partial_part_files(folder):
+    """Unfinished part files of a store folder (a killed or running writer)."""
+    return glob.glob(os.path.join(glob.escape(folder), "*" + PARTIAL_SUFFIX))
+
+
+def read_part_header(path):
+    """(meta dict, teacher indices list) of a complete part file."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME or not f.attrs.get("complete"):
+                raise StoreError(f"{path} is not a complete teacher store part.")
+            version = int(f.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise StoreError(
+                    f"{path} has store format version {version}, this code reads "
+                    f"{FORMAT_VERSION}: run save_teachers.py again."
+                )
+            meta = json.loads(f["meta_json"][()])
+            indices = [int(i) for i in f.attrs["teacher_indices"]]
+    except OSError as err:
+        raise StoreError(f"{path} cannot be read as HDF5 ({err}).") from err
+    for key in RETIRED_SETTINGS:
+        meta["settings"].pop(key, None)
+    return meta, indices
