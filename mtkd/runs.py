@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+import ruamel.yaml
 from speechbrain.utils.checkpoints import Checkpointer
 
 from mtkd.model import MODEL_CONFIG_FILE
@@ -61,6 +62,10 @@ class RunFolder:
         name = (config or {}).get("label_encoder", LABEL_ENCODER_FILE)
         return os.path.join(self.save_folder, name)
 
+    def hyperparams(self):
+        """hyperparams.yaml's top level (see ``read_hyperparams``)."""
+        return read_hyperparams(self.hparams_file)
+
     def model_config(self):
         """save/model_config.json as a dict (json errors are the caller's)."""
         with open(self.model_config_file, encoding="utf-8") as f:
@@ -73,6 +78,32 @@ class RunFolder:
     def test_pers(self):
         """{"PER": x, "CTC_PER": y} of per_test.txt (see ``read_per_summary``)."""
         return read_per_summary(self.per_test_file)
+
+
+def read_hyperparams(path):
+    """The top-level values of a resolved ``hyperparams.yaml``, read as plain
+    YAML (nothing is built): ruamel's round-trip values, so a ``!new:`` object
+    keeps its tag (``value.tag.value``) and keyword arguments. Raises
+    ``ruamel.yaml.YAMLError`` for a file that is not YAML (the caller says what
+    to do)."""
+    with open(path, encoding="utf-8") as f:
+        return ruamel.yaml.YAML(typ="rt").load(f) or {}
+
+
+def plain_value(value):
+    """ruamel's round-trip values (CommentedMap, ScalarFloat, ...) as plain
+    Python ones: dict, list, bool, int, float, None or str."""
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
 
 
 def read_per_summary(path):

@@ -48,7 +48,7 @@ from speechbrain.dataio.encoder import CTCTextEncoder
 
 from mtkd import RecipeError
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR
-from mtkd.runs import HPARAMS_FILE, RunFolder
+from mtkd.runs import HPARAMS_FILE, RunFolder, plain_value, read_hyperparams
 
 EXPORT_HEADER = "# Exported by export_model.py"
 # Exported file -> the run's file it copies (checkpoint files, then save/).
@@ -366,21 +366,6 @@ def find_experiment(path, checkpoint=None):
     )
 
 
-def _plain(value):
-    """ruamel's round-trip values (CommentedMap, ScalarFloat, ...) as plain ones."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return str(value)
-
-
 def read_test_settings(hparams_file):
     """The run's test-time search and test batch size, from its resolved
     ``hyperparams.yaml`` (read as plain YAML: nothing is built).
@@ -388,13 +373,10 @@ def read_test_settings(hparams_file):
     Returns {"beam_size", "decode_ctc_weight", "beam_options", "batch_size",
     "normalize"} (``normalize``: the keyword arguments of its InputNormalization).
     """
-    with open(hparams_file, encoding="utf-8") as f:
-        try:
-            values = ruamel.yaml.YAML(typ="rt").load(f) or {}
-        except ruamel.yaml.YAMLError as err:
-            raise NotAnExperimentError(
-                f"{hparams_file}: not valid YAML ({err})"
-            ) from None
+    try:
+        values = read_hyperparams(hparams_file)
+    except ruamel.yaml.YAMLError as err:
+        raise NotAnExperimentError(f"{hparams_file}: not valid YAML ({err})") from None
     missing = [k for k in ("test_beam_size", "beam_options") if k not in values]
     if missing:
         raise NotAnExperimentError(
@@ -403,7 +385,7 @@ def read_test_settings(hparams_file):
         )
     normalize = values.get("normalize")
     tag = getattr(getattr(normalize, "tag", None), "value", "") or ""
-    normalize = _plain(normalize) if isinstance(normalize, dict) else {}
+    normalize = plain_value(normalize) if isinstance(normalize, dict) else {}
     if tag and not tag.endswith("InputNormalization"):
         raise ExportError(
             f"{hparams_file}: `normalize` is {tag}; the export knows "
@@ -412,7 +394,7 @@ def read_test_settings(hparams_file):
     return {
         "beam_size": int(values["test_beam_size"]),
         "decode_ctc_weight": float(values.get("decode_ctc_weight", 0.0) or 0.0),
-        "beam_options": _plain(values["beam_options"] or {}),
+        "beam_options": plain_value(values["beam_options"] or {}),
         "batch_size": int(
             (values.get("test_dataloader_opts") or {}).get("batch_size", 1) or 1
         ),

@@ -25,7 +25,7 @@ import re
 import statistics
 
 from mtkd import RecipeError
-from mtkd.runs import RunFolder
+from mtkd.runs import RunFolder, plain_value, read_hyperparams
 from mtkd_tools.significance import (
     SIGNIFICANCE_LEVEL,
     describe,
@@ -48,7 +48,6 @@ PLOT_PNG = "valid_per.png"
 
 # A train_log line: "key: value" pairs, stages separated by " - ".
 _PAIR = re.compile(r"([A-Za-z_][A-Za-z _]*?): ([-+0-9.eE]+|True|False|None)")
-_TOP_LEVEL = re.compile(r"^([A-Za-z_]\w*): (.*)$", re.M)
 
 
 class ResultsError(RecipeError):
@@ -107,9 +106,18 @@ def _float_or_none(text):
 
 
 def top_level_values(path):
-    """{key: text} of the top-level scalar lines of a resolved hyperparams.yaml."""
-    with open(path, encoding="utf-8") as f:
-        return {k: v.split(" #")[0].strip() for k, v in _TOP_LEVEL.findall(f.read())}
+    """{key: text} of a resolved hyperparams.yaml's top-level values: scalars
+    as YAML writes them ("0.002", "true"), lists in flow style ("[16, 32]");
+    mappings and objects (``!new:``) are left out."""
+    values = {}
+    for key, value in read_hyperparams(path).items():
+        if getattr(getattr(value, "tag", None), "value", None) or isinstance(
+            value, dict
+        ):
+            continue
+        plain = plain_value(value)
+        values[str(key)] = json.dumps(plain) if not isinstance(plain, str) else plain
+    return values
 
 
 def count_parameters(model_config_path):
