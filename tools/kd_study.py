@@ -20,11 +20,11 @@ Groups of configurations (``--groups``; by default all, in this order):
 - ``core``: no distillation, then average, best, weighted from 3 teachers
   (tea0, tea3, tea5), alpha 0.5, T 1, tau 1: the demo's configuration.
 - ``top-k``: the first author's fourth strategy, otherwise as ``core``.
+- ``size``: a student of about 1/4 of the teachers' parameters, with and
+  without distillation.
 - ``ctc``: the attention branch distilled alone (``--distill_ctc False``).
 - ``tau``: weighted and best with weight temperature 5 (a real ensemble).
 - ``alpha``: best with alpha 0.2 and 0.8.
-- ``size``: a student of about 1/4 of the teachers' parameters, with and
-  without distillation.
 - ``temperature``: best from a store at T = 2, the original's form and
   Hinton's (``soften_student``).
 - ``teachers10``: average, best, weighted from all 10 teacher files.
@@ -78,7 +78,7 @@ TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
 STUDENT_WIDTH = 64  # 149 k parameters: about 1/2 of the teachers' mean
 SMALL_STUDENT_WIDTH = 36  # about 1/4
-GROUPS = ("core", "top-k", "ctc", "tau", "alpha", "size", "temperature", "teachers10")
+GROUPS = ("core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10")
 
 
 def configurations():

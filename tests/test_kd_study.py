@@ -1,0 +1,107 @@
+"""tools/kd_study.py: the study's plan (runs, seeds, stores, order) and its
+summary (each configuration against the baseline of its own size)."""
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import REPO
+from test_results import make_run
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import kd_study  # noqa: E402
+
+
+def plan(tmp_path, *argv):
+    args = kd_study.parse_args(["--output_folder", str(tmp_path), *argv])
+    return args, kd_study.build_jobs(args, str(tmp_path / "TIMIT"))
+
+
+def flag(job, key):
+    return job.argv[job.argv.index(f"--{key}") + 1]
+
+
+def test_plan_of_the_core_group(tmp_path):
+    _, jobs = plan(tmp_path, "--groups", "core", "--seeds", "3")
+    names = [job.name for job in jobs]
+    # The three demo teachers, their store, then whole seeds, one after another.
+    assert names[:4] == ["tea0", "tea3", "tea5", "store-t3-T1"]
+    assert names[4:] == [
+        f"{config}/seed{i}"
+        for i in range(3)
+        for config in ("baseline", "average", "best", "weighted")
+    ]
+    by_name = {job.name: job for job in jobs}
+    assert by_name["store-t3-T1"].after == ["tea0", "tea3", "tea5"]
+    for i in range(3):
+        baseline, best = by_name[f"baseline/seed{i}"], by_name[f"best/seed{i}"]
+        # Seed i of a distilled student and of its baseline: the same seed.
+        assert flag(baseline, "seed") == flag(best, "seed") == str(2000 + i)
+        assert baseline.argv[0] == "train_teacher.py" and baseline.after == []
+        assert best.argv[0] == "train_kd.py" and best.after == ["store-t3-T1"]
+        assert flag(best, "strategy") == "best" and flag(best, "alpha") == "0.5"
+        assert flag(best, "rnn_neurons") == flag(baseline, "rnn_neurons") == "64"
+    # Teachers keep their own seeds and differences; augmentation off.
+    assert flag(by_name["tea3"], "seed") == "1003"
+    assert flag(by_name["tea0"], "augment") == "false"
+
+
+def test_plan_of_the_other_groups(tmp_path):
+    _, jobs = plan(tmp_path, "--seeds", "1")
+    by_name = {job.name: job for job in jobs}
+    assert len(by_name) == len(jobs)  # no two runs share a name or folder
+    assert len({job.folder for job in jobs}) == len(jobs)
+    # Three stores: 3 teachers at T = 1 and 2, all 10 teachers at T = 1.
+    stores = [job for job in jobs if job.name.startswith("store-")]
+    assert [s.name for s in stores] == ["store-t3-T1", "store-t3-T2", "store-t10-T1"]
+    assert flag(stores[1], "temperature") == "2.0"
+    assert stores[2].after == [f"tea{k}" for k in range(10)]
+    hinton = by_name["best-T2-soft/seed0"]
+    assert flag(hinton, "temperature") == "2.0"
+    assert flag(hinton, "soften_student") == "true"
+    assert hinton.after == ["store-t3-T2"]
+    assert flag(by_name["best-attention-only/seed0"], "distill_ctc") == "false"
+    assert flag(by_name["weighted-tau5/seed0"], "weight_temperature") == "5.0"
+    assert flag(by_name["best-alpha0.8/seed0"], "alpha") == "0.8"
+    small = by_name["best-small/seed0"], by_name["baseline-small/seed0"]
+    assert [flag(job, "rnn_neurons") for job in small] == ["36", "36"]
+    assert by_name["weighted-10teachers/seed0"].after == ["store-t10-T1"]
+    # The 10-teacher group comes last: stopping early leaves whole groups.
+    assert jobs[-1].name == "weighted-10teachers/seed0"
+
+
+def fake_study(tmp_path, configs, seeds=2):
+    """Finished run folders where the study would put them: baseline 6 edits
+    per utterance; best 5; baseline-small 8; best-small 6 (10 utterances x 20
+    phones)."""
+    edits = {"baseline": 6, "best": 5, "baseline-small": 8, "best-small": 6}
+    for config in configs:
+        for i in range(seeds):
+            folder = tmp_path / "students" / config / f"seed{i}"
+            make_run(folder, name=f"student-{config}", seed=2000 + i,
+                     kd=not config.startswith("baseline"),
+                     edits=[edits[config]] * 10)  # fmt: skip
+
+
+def test_summary_compares_each_configuration_with_its_own_size(tmp_path):
+    fake_study(tmp_path, ["baseline", "best", "baseline-small", "best-small"])
+    args, jobs = plan(tmp_path, "--groups", "core", "size", "--seeds", "2",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    lines = []
+    kd_study.summarize(args, jobs, lines.append)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {c["name"]: c for c in result["comparisons"]}
+    # best: 25 % vs 30 %; best-small: 30 % vs 40 % (its own baseline, not 30 %)
+    assert compared["best"]["baseline"] == "baseline"
+    assert compared["best"]["result"]["difference"] == pytest.approx(-5.0)
+    assert compared["best-small"]["baseline"] == "baseline-small"
+    assert compared["best-small"]["result"]["difference"] == pytest.approx(-10.0)
+    assert compared["best"]["pairs"] == [[2000, 2000], [2001, 2001]]
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "| best-small | 2000, 2001 |" in text
+    assert "best-small vs baseline-small: -10.00 PER points" in text
+    assert (tmp_path / "RESULTS.md").read_text() == text  # both places
+    assert len(lines) == 1 and "| model | seeds |" in lines[0]
+    # teachers, store, average and weighted not run: 8 of the 16 finished
+    assert "8 of 16 runs finished" in text
