@@ -578,7 +578,7 @@ def write_results(
         lines += ["", "Every run:", "", runs_table(runs)]
     lines += ["", f"![valid PER per epoch]({PLOT_PNG})", ""]
     text = "\n".join(lines)
-    _atomic_write(os.path.join(out_dir, RESULTS_MD), text)
+    atomic_write(os.path.join(out_dir, RESULTS_MD), text)
     models = [{k: v for k, v in g.items() if k != "runs"} for g in groups]
     payload = {
         "runs": runs,
@@ -586,13 +586,14 @@ def write_results(
         "comparisons": comparisons,
         "notes": sentences,
     }
-    _atomic_write(
+    atomic_write(
         os.path.join(out_dir, RESULTS_JSON), json.dumps(payload, indent=2) + "\n"
     )
     return text
 
 
-def _atomic_write(path, text):
+def atomic_write(path, text):
+    """Writes ``text`` to a temporary name, then renames it to ``path``."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

@@ -50,6 +50,7 @@ sys.path.insert(0, REPO)
 import run_demo  # noqa: E402
 from mtkd_tools.results import (  # noqa: E402
     PLOT_PNG,
+    atomic_write,
     group_runs,
     markdown_table,
     notes,
@@ -299,10 +300,10 @@ def summarize(args, jobs, say):
     by_name = {group["name"]: group for group in groups}
     comparisons = []
     for group in groups:
-        baseline = by_name.get(baseline_of(group["name"]))
         if group["kind"] == "teacher" or group["name"].startswith("baseline"):
             continue
-        if baseline is None:
+        baseline = by_name.get(baseline_of(group["name"]))
+        if baseline is None:  # its baseline has not finished yet
             continue
         seeds = [s for s in group["seeds"] if s in baseline["seeds"]]
         result = paired_bootstrap(
@@ -350,18 +351,12 @@ def summarize(args, jobs, say):
             continue
         os.makedirs(folder, exist_ok=True)
         plot_valid_curves(groups, os.path.join(folder, PLOT_PNG))
-        write_atomic(os.path.join(folder, "RESULTS.md"), "\n".join(lines))
-        write_atomic(
+        atomic_write(os.path.join(folder, "RESULTS.md"), "\n".join(lines))
+        atomic_write(
             os.path.join(folder, "results.json"),
             json.dumps(payload, indent=1, default=str) + "\n",
         )
     say("\n".join(lines[4:-3]))
-
-
-def write_atomic(path, text):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
