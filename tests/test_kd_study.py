@@ -71,6 +71,19 @@ def test_plan_of_the_other_groups(tmp_path):
     assert jobs[-1].name == "weighted-10teachers/seed0"
 
 
+def test_plan_of_chosen_models_and_an_unknown_one(tmp_path, capsys):
+    _, jobs = plan(tmp_path, "--groups", "core", "--models", "baseline", "best")
+    assert [job.name for job in jobs] == [
+        "tea0", "tea3", "tea5", "store-t3-T1",
+        *[f"{m}/seed{i}" for i in range(3) for m in ("baseline", "best")],
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        kd_study.main(["--output_folder", str(tmp_path), "--groups", "core",
+                       "--models", "best", "top-k", "--plan"])  # fmt: skip
+    assert "--models top-k: no such model in the groups core" in str(stop.value)
+    assert "Models there: average baseline best weighted." in str(stop.value)
+
+
 def fake_study(tmp_path, configs, seeds=2):
     """Finished run folders where the study would put them: baseline 6 edits
     per utterance; best 5; baseline-small 8; best-small 6 (10 utterances x 20

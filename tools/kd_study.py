@@ -127,7 +127,10 @@ def build_jobs(args, corpus):
     logs = os.path.join(out, "logs")
     common = ["--data_folder", corpus, "--device", args.device, "--noprogressbar"]
     shared = {**SHARED_SETTINGS, "augment": args.augment}
-    chosen = [c for c in configurations() if c[1] in args.groups]
+    chosen = [
+        c for c in configurations()
+        if c[1] in args.groups and (not args.models or c[0] in args.models)
+    ]  # fmt: skip
     teacher_sets = {"t3": TEACHERS_3, "t10": TEACHERS_10}
     jobs = []
 
@@ -233,6 +236,10 @@ def parse_args(argv):
     parser.add_argument("--output_folder", default="results/kd_study")
     parser.add_argument("--seeds", type=int, default=3, help="student seeds (3)")
     parser.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
+    parser.add_argument(
+        "--models", nargs="+", metavar="NAME",
+        help="only these models of the chosen groups (e.g. baseline best)",
+    )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--teacher_epochs", type=int, default=15)
@@ -256,6 +263,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    known = {c[0] for c in configurations() if c[1] in args.groups}
+    unknown = sorted(set(args.models or ()) - known)
+    if unknown:
+        sys.exit(
+            f"kd_study.py: --models {' '.join(unknown)}: no such model in the "
+            f"groups {' '.join(args.groups)}. Models there: "
+            f"{' '.join(sorted(known))}."
+        )
 
     def say(text):
         print(text, flush=True)
