@@ -2,6 +2,10 @@
 as a pre-empted job is killed (a test helper: the fault comes from the test side).
 
     python tests/kill_after_batches.py N save_teachers.py ARGS...
+    python tests/kill_after_batches.py N --stop save_teachers.py ARGS...
+
+``--stop`` sends SIGSTOP instead: the writer freezes mid-way, holding its part,
+until the test sends SIGCONT (no race with a fast writer).
 """
 
 import os
@@ -15,8 +19,9 @@ sys.path.insert(0, REPO)
 import mtkd.store.writer  # noqa: E402
 
 
-def kill_after(limit):
-    """Makes ``PartWriter.append`` SIGKILL this process after ``limit`` batches."""
+def kill_after(limit, sig=signal.SIGKILL):
+    """Makes ``PartWriter.append`` send ``sig`` to this process after ``limit``
+    batches (SIGSTOP: once, at that batch)."""
     real_append = mtkd.store.writer.PartWriter.append
     written = 0
 
@@ -24,13 +29,14 @@ def kill_after(limit):
         nonlocal written
         real_append(self, *args, **kwargs)
         written += 1
-        if written >= limit:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if written == limit or (written > limit and sig == signal.SIGKILL):
+            os.kill(os.getpid(), sig)
 
     mtkd.store.writer.PartWriter.append = append_then_maybe_die
 
 
 if __name__ == "__main__":
-    kill_after(int(sys.argv[1]))
-    sys.argv = sys.argv[2:]
+    stop = sys.argv[2] == "--stop"
+    kill_after(int(sys.argv[1]), signal.SIGSTOP if stop else signal.SIGKILL)
+    sys.argv = sys.argv[3:] if stop else sys.argv[2:]
     runpy.run_path(os.path.join(REPO, sys.argv[0]), run_name="__main__")

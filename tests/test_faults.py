@@ -56,22 +56,32 @@ def store_command(corpus, teacher_list, out, store):
 # ------------------------------------------------------------ 1. two writers
 
 
+def _stopped(pid):
+    """Whether process ``pid`` is stopped (state T in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
 def test_second_store_writer_is_refused_and_the_first_finishes(
     mini_corpus, teacher_list, tmp_path
 ):
     store = tmp_path / "store"
     command = store_command(mini_corpus, teacher_list, tmp_path / "a", store)
+    # The first writer stops itself after its first batch, holding its part.
+    helper = os.path.join(REPO, "tests", "kill_after_batches.py")
     first = subprocess.Popen(
-        [sys.executable, *command],
+        [sys.executable, helper, "1", "--stop", *command],
         cwd=REPO, env=SCRIPT_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    lock = store / "part-t000-t001.h5.lock"
     deadline = time.time() + 120
-    while not lock.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert lock.exists(), "the first writer never claimed its part"
-    first.send_signal(signal.SIGSTOP)  # the first writer, mid-way
+    while not _stopped(first.pid) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert _stopped(first.pid), "the first writer never reached its first batch"
+    assert (store / "part-t000-t001.h5.lock").exists()
     try:
         partial_before = sorted(os.listdir(store))
         # Same store, its own output folder: refused before touching anything.
