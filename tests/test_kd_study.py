@@ -118,3 +118,5 @@ def test_summary_compares_each_configuration_with_its_own_size(tmp_path):
     assert len(lines) == 1 and "| model | seeds |" in lines[0]
     # teachers, store, average and weighted not run: 8 of the 16 finished
     assert "8 of 16 runs finished" in text
+    # The command that made them: the options that differ from the defaults.
+    assert text.count("`python tools/kd_study.py --groups core size --seeds 2`") == 1

@@ -299,6 +299,21 @@ def baseline_of(name):
     return "baseline-small" if name.endswith("-small") else "baseline"
 
 
+def study_command(args):
+    """The command that makes these runs: the options that differ from the
+    defaults (``--output_folder``, ``--jobs`` and ``--docs_folder`` aside)."""
+    argv = ["python", "tools/kd_study.py"]
+    defaults = vars(parse_args([]))
+    for key in ("groups", "models", "seeds", "teacher_epochs", "student_epochs",
+                "augment", "corpus_seed"):  # fmt: skip
+        value = getattr(args, key)
+        if value == defaults[key]:
+            continue
+        words = value if isinstance(value, list) else [str(value)]
+        argv += [f"--{key}", *words]
+    return shlex.join(argv)
+
+
 def summarize(args, jobs, say):
     """RESULTS.md, results.json and valid_per.png of the finished runs, in the
     output folder and in ``--docs_folder``: teachers, then every configuration
@@ -343,7 +358,7 @@ def summarize(args, jobs, say):
     lines = [
         "# Distillation study: results",
         "",
-        f"`python tools/kd_study.py` ({done} of {total} runs finished; "
+        f"`{study_command(args)}` ({done} of {total} runs finished; "
         f"groups: {', '.join(args.groups)}; seeds per configuration: "
         f"{args.seeds}; teacher epochs {args.teacher_epochs}, student epochs "
         f"{args.student_epochs}).",
