@@ -71,7 +71,7 @@ def test_plan_of_the_other_groups(tmp_path):
     assert jobs[-1].name == "weighted-10teachers/seed0"
 
 
-def test_plan_of_chosen_models_and_an_unknown_one(tmp_path, capsys):
+def test_plan_of_chosen_models_and_an_unknown_one(tmp_path):
     _, jobs = plan(tmp_path, "--groups", "core", "--models", "baseline", "best")
     assert [job.name for job in jobs] == [
         "tea0", "tea3", "tea5", "store-t3-T1",
