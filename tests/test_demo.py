@@ -11,6 +11,9 @@ from mtkd_tools.results import top_level_values
 
 TEACHERS = ["tea0", "tea3"]
 STUDENTS = ["student-baseline", "student-average", "student-best", "student-weighted"]
+# The quick demo of these tests trains all three of the paper's strategies;
+# the demo's default is best and weighted only.
+ALL_THREE = ["--strategies", "average", "best", "weighted"]
 # Keys that name where a run writes, not how it trains.
 PATH_KEYS = {
     "output_folder", "save_folder", "train_log", "test_per_file", "teacher_name",
@@ -21,7 +24,9 @@ PATH_KEYS = {
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "quick"
-    proc = run_script(["run_demo.py", "--quick", "--output_folder", str(out)])
+    proc = run_script(
+        ["run_demo.py", "--quick", "--output_folder", str(out), *ALL_THREE]
+    )
     return out, proc
 
 
@@ -96,6 +101,7 @@ def test_rerun_redoes_nothing_and_other_options_are_refused(quick_demo):
     # --cost_files 0: the size/RTF measurement is not a run, and takes time.
     again = run_script(
         ["run_demo.py", "--quick", "--output_folder", str(out), "--cost_files", "0"]
+        + ALL_THREE
     )
     assert again.stdout.count(": already done") == len(TEACHERS) + len(STUDENTS) + 1
     assert " start\n" not in again.stdout
@@ -117,8 +123,9 @@ def test_rerun_redoes_nothing_and_other_options_are_refused(quick_demo):
 
 
 def test_seeds_give_each_student_run_its_own_folder_and_seed(tmp_path):
-    """--seeds 2: the teachers and the store once, the baseline and the three
-    KD students at seeds 2000 and 2001, no two runs in one folder."""
+    """--seeds 2: the teachers and the store once, the baseline and the
+    default KD students (best, weighted) at seeds 2000 and 2001, no two runs
+    in one folder."""
     import run_demo
 
     args = run_demo.parse_args(
@@ -128,11 +135,12 @@ def test_seeds_give_each_student_run_its_own_folder_and_seed(tmp_path):
     names = [job.name for job in jobs]
     assert names[:2] == TEACHERS and names.count("save_teachers") == 1
     students = [job for job in jobs if job.name.startswith("student-")]
-    assert len(students) == 8 and len({job.folder for job in jobs}) == len(jobs)
+    assert len(students) == 6 and len({job.folder for job in jobs}) == len(jobs)
     for job in students:
         strategy, seed = re.fullmatch(r"student-(\w+)-seed(\d+)", job.name).groups()
         assert job.folder == str(tmp_path / "d" / "students" / strategy / f"seed{seed}")
         assert job.argv[job.argv.index("--seed") + 1] == seed
+        assert strategy in ("baseline", "best", "weighted")
         assert job.after == ([] if strategy == "baseline" else ["save_teachers"])
     assert sorted({job.name.rsplit("seed", 1)[1] for job in students}) == [
         "2000", "2001",
@@ -141,6 +149,26 @@ def test_seeds_give_each_student_run_its_own_folder_and_seed(tmp_path):
     assert [job.argv[job.argv.index("--seed") + 1] for job in jobs[:2]] == [
         "1000", "1003",
     ]  # fmt: skip
+
+
+def test_strategies_choose_the_distilled_students(tmp_path, capsys):
+    """--strategies picks which KD students are trained; one named twice or
+    an unknown one is an argparse error that names it."""
+    import run_demo
+
+    out = str(tmp_path / "d")
+    args = run_demo.parse_args(["--quick", "--output_folder", out])
+    assert args.strategies == ["best", "weighted"]
+    args = run_demo.parse_args(["--output_folder", out, "--strategies", "top-k"])
+    names = [job.name for job in run_demo.build_jobs(args, str(tmp_path))]
+    assert [n for n in names if n.startswith("student-")] == [
+        "student-baseline-seed2000", "student-top-k-seed2000",
+    ]  # fmt: skip
+    for wrong, message in (("best best", "names one twice: best best"),
+                           ("median", "invalid choice: 'median'")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            run_demo.parse_args(["--strategies", *wrong.split()])
+        assert message in capsys.readouterr().err
 
 
 def test_an_older_demo_folder_is_not_reused(tmp_path):
