@@ -189,3 +189,34 @@ def test_an_older_demo_folder_is_not_reused(tmp_path):
     )
     assert proc.returncode == 2 and "made with other options" in proc.stderr
     assert "'demo_core'" in proc.stderr and "--output_folder" in proc.stderr
+
+
+def test_valid_decode_scores_the_kept_checkpoints_on_valid(quick_demo, tmp_path):
+    """tools/valid_decode.py: each run's own command in a copy of its folder,
+    tested on valid; the original run is left as it was."""
+    out, _ = quick_demo
+    runs = [out / "students" / s / "seed2000" for s in ("baseline", "best")]
+    before = [(r / "per_test.txt").read_text() for r in runs]
+    proc = run_script(
+        ["tools/valid_decode.py", "--out", str(tmp_path / "v"), "--baseline",
+         "baseline", *map(str, runs)]
+    )  # fmt: skip
+    assert [(r / "per_test.txt").read_text() for r in runs] == before
+    valid_ids = set(json.loads((runs[0] / "valid.json").read_text()))
+    for strategy in ("baseline", "best"):
+        copy = tmp_path / "v" / strategy / "seed2000"
+        scored = re.findall(r"^(\S+), %WER", (copy / "per_test.txt").read_text(), re.M)
+        assert set(scored) == valid_ids, strategy
+        assert "Epoch loaded: 1" in (copy / "train_log.txt").read_text()
+    rows = table_rows((tmp_path / "v" / "RESULTS.md").read_text())
+    assert list(rows) == ["baseline", "best"] and rows["best"][1] == "1"
+    assert "- best vs baseline: " in proc.stdout
+    # An unfinished run is refused before anything is decoded.
+    unfinished = tmp_path / "unfinished" / "seed0"
+    unfinished.mkdir(parents=True)
+    bad = run_script(
+        ["tools/valid_decode.py", "--out", str(tmp_path / "w"), str(unfinished)],
+        check=False,
+    )
+    assert bad.returncode == 2 and "has not finished" in bad.stderr
+    assert not (tmp_path / "w").exists()

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Score finished runs on **valid** with their test decoding, to choose on valid.
+
+During training a run's valid PER is its selection metric (greedy CTC in the
+demo and the study), while its test PER comes from the joint CTC/attention
+beam. Choosing a configuration by test PER would be choosing on test. This
+tool gives every finished run a valid PER from the same decoding as its test:
+it copies the run folder, re-runs the run's own command (``demo_command.txt``)
+there with ``--test_annotation <copy>/valid.json --skip_prep true``, so the
+kept checkpoint is loaded, nothing is trained (the epoch counter is at its
+end), and the copy's ``per_test.txt`` scores the valid utterances. The
+original folder is not touched.
+
+    python tools/valid_decode.py --out results/valid_decode --baseline baseline \\
+        results/kd_study30/students/*/seed*
+
+Run folders named ``.../<configuration>/seed<N>`` are grouped by
+configuration. It writes ``RESULTS.md`` in ``--out``: every configuration's
+valid PER (mean ± std over seeds, and each seed), and each configuration
+against ``--baseline`` (paired bootstrap over the valid utterances, seed i
+with seed i, as ``summarize_results.py`` does on test). Decodings already
+done are not redone.
+"""
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from mtkd import RecipeError  # noqa: E402
+from mtkd.runs import RunFolder  # noqa: E402
+from mtkd_tools.results import atomic_write  # noqa: E402
+from mtkd_tools.significance import (  # noqa: E402
+    describe,
+    paired_bootstrap,
+    read_edit_counts,
+)
+
+
+class ValidDecodeError(RecipeError):
+    """A run that cannot be decoded on valid (not finished, no command)."""
+
+
+def configuration_and_seed(folder):
+    """'.../best-T2/seed0' -> ('best-T2', 'seed0'); '.../tea0' -> ('tea0', '')."""
+    folder = os.path.abspath(folder)
+    name = os.path.basename(folder)
+    if name.startswith("seed"):
+        return os.path.basename(os.path.dirname(folder)), name
+    return name, ""
+
+
+def valid_command(folder, copy):
+    """The run's own command, writing to ``copy`` and testing on its valid set."""
+    command_file = os.path.join(folder, "demo_command.txt")
+    if not os.path.isfile(RunFolder(folder).per_test_file):
+        raise ValidDecodeError(
+            f"{folder} has no per_test.txt: the run has not finished. Finish it "
+            "(run its command again) or leave it out."
+        )
+    if not os.path.isfile(command_file):
+        raise ValidDecodeError(
+            f"{folder} has no demo_command.txt (written by run_demo.py and "
+            "tools/kd_study.py), so its command is unknown. Give runs made by "
+            "those, or decode valid yourself: your command with --test_annotation "
+            "<run folder>/valid.json in a copy of the run folder."
+        )
+    with open(command_file) as f:
+        argv = shlex.split(f.read().strip())
+    if argv[:1] == ["python"]:
+        argv = [sys.executable, *argv[1:]]
+    if "--output_folder" not in argv:
+        raise ValidDecodeError(f"{command_file}: the command has no --output_folder")
+    argv[argv.index("--output_folder") + 1] = copy
+    argv += ["--test_annotation", os.path.join(copy, "valid.json")]
+    return argv + ["--skip_prep", "true"]
+
+
+def decode_valid(folder, out):
+    """Copy ``folder`` to ``out/<configuration>/<seed>`` and score valid there.
+
+    Returns the copy's path; a copy that already has its per_test.txt is kept.
+    """
+    config, seed = configuration_and_seed(folder)
+    copy = os.path.join(out, config, seed) if seed else os.path.join(out, config)
+    if os.path.isfile(RunFolder(copy).per_test_file):
+        return copy
+    argv = valid_command(folder, copy)
+    partial = copy + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(folder, partial)
+    os.remove(RunFolder(partial).per_test_file)
+    shutil.rmtree(copy, ignore_errors=True)
+    os.rename(partial, copy)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    log = os.path.join(copy, "valid_decode.log")
+    with open(log, "w") as f:
+        proc = subprocess.run(
+            argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env
+        )
+    if proc.returncode != 0 or not os.path.isfile(RunFolder(copy).per_test_file):
+        raise ValidDecodeError(f"decoding valid for {folder} failed; see {log}")
+    return copy
+
+
+def summary(copies, baseline):
+    """Markdown: valid PER per configuration, and each one against ``baseline``."""
+    scores = {}
+    for copy in copies:
+        config, seed = configuration_and_seed(copy)
+        scores.setdefault(config, {})[seed] = read_edit_counts(
+            RunFolder(copy).per_test_file
+        )
+    lines = [
+        "| model | seeds | valid PER (test decoding) | per seed |",
+        "|---|---|---|---|",
+    ]
+    for config, by_seed in scores.items():
+        pers = [
+            100.0 * r["edits"].sum() / r["ref_tokens"].sum() for r in by_seed.values()
+        ]
+        spread = f" ± {statistics.stdev(pers):.2f}" if len(pers) > 1 else ""
+        lines.append(
+            f"| {config} | {len(pers)} | {statistics.fmean(pers):.2f}{spread} | "
+            + " / ".join(f"{p:.2f}" for p in pers) + " |"
+        )  # fmt: skip
+    lines.append("")
+    if baseline in scores:
+        base = scores[baseline]
+        for config, by_seed in scores.items():
+            seeds = [s for s in by_seed if s in base]
+            if config == baseline or not seeds:
+                continue
+            result = paired_bootstrap(
+                [base[s] for s in seeds], [by_seed[s] for s in seeds]
+            )
+            lines.append(f"- {describe(config, baseline, result)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
+    parser.add_argument("--out", required=True, help="where the copies go")
+    parser.add_argument(
+        "--baseline", help="configuration the others are tested against"
+    )
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    for folder in args.runs:  # every error before any decoding
+        valid_command(os.path.abspath(folder), out)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        copies = list(
+            pool.map(lambda f: decode_valid(os.path.abspath(f), out), args.runs)
+        )
+    text = summary(copies, args.baseline)
+    atomic_write(os.path.join(out, "RESULTS.md"), text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RecipeError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)
