@@ -35,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from mtkd import RecipeError  # noqa: E402
+from mtkd.hparams import run_stage  # noqa: E402
 from mtkd.runs import RunFolder  # noqa: E402
 from mtkd_tools.results import atomic_write  # noqa: E402
 from mtkd_tools.significance import (  # noqa: E402
@@ -167,8 +168,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecipeError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_stage(main, sys.argv[1:])
