@@ -30,6 +30,7 @@ import os
 import sys
 
 from mtkd import RecipeError
+from mtkd.cluster import check_device
 from mtkd_tools.results import (
     BASELINE,
     COST_COLUMNS,
@@ -100,6 +101,8 @@ def main(argv=None):
         " all utterances of a speaker together, wider intervals)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cost:
+        check_device(args.device)
     runs = [read_one_run(folder) for folder in find_runs(args.dirs)]
     runs.sort(key=sort_key)
     columns = ()

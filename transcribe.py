@@ -31,6 +31,7 @@ import sys
 import soundfile
 import torch
 
+from mtkd.cluster import check_device
 from mtkd.hparams import run_stage
 from mtkd_tools.export import (
     AUDIO_EXTENSIONS,
@@ -186,6 +187,7 @@ def main(argv):
         print(f"ERROR: {path}: {why}", file=sys.stderr, flush=True)
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     asr = load_exported(args.model_dir, device=device)
     files = find_audio(args.paths, report)
     batch_size = args.batch_size or exported_batch_size(asr)

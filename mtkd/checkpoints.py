@@ -16,12 +16,19 @@ from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 from mtkd.disk import disk_full_error, is_disk_full
+from mtkd.repro import RandomState
 
 PENDING_SUFFIX = ".pending"
 
 
 class AtomicCheckpointer(Checkpointer):
     """Drop-in replacement for ``speechbrain.utils.checkpoints.Checkpointer``."""
+
+    def add_recoverables(self, recoverables):
+        super().add_recoverables(recoverables)
+        for name, obj in self.recoverables.items():
+            # Checkpoints from before the random state was kept lack its file.
+            self.optional_recoverables.setdefault(name, isinstance(obj, RandomState))
 
     def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
         # Called by save_checkpoint before the parameter files are written.
@@ -34,6 +41,9 @@ class AtomicCheckpointer(Checkpointer):
         """Saves as SpeechBrain does, then publishes ``CKPT.yaml`` atomically."""
         if if_main_process():
             self.remove_incomplete()
+        for obj in self.recoverables.values():
+            if isinstance(obj, RandomState):
+                obj.gather()  # a collective under DDP: every rank is here
         try:
             checkpoint = super().save_checkpoint(*args, **kwargs)
         except (OSError, RuntimeError) as err:

@@ -52,17 +52,77 @@ def run_device(run_opts):
 
 
 def preflight(run_opts):
-    """Checks device and precision before any work; returns the device string.
+    """Checks device, launch options and precision before any work; returns
+    the device string.
 
-    Raises ``RecipeError`` (``ERROR: ...``, exit status 2) for a CUDA device
-    that torch cannot use (not available, or no kernels for its architecture)
-    and for fp16 on CPU.
+    Raises ``RecipeError`` (``ERROR: ...``, exit status 2) for a device string
+    torch does not know, a CUDA device that torch cannot use (not available,
+    or no kernels for its architecture), fp16 on CPU, and SpeechBrain launch
+    options that cannot work here (``check_launch_options``).
     """
-    device = run_device(run_opts)
+    device = check_device(run_device(run_opts))
+    check_launch_options(run_opts, device)
     check_precision(run_opts, device)
-    if device.startswith("cuda"):
-        check_cuda_kernels(device)
     return device
+
+
+def check_device(device):
+    """``device`` if this machine can run on it (``cpu``, ``cuda``,
+    ``cuda:N``), else a RecipeError with what to give instead."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise RecipeError(
+            f"--device {device!r} is not a device this recipe runs on: use cpu, "
+            "cuda or cuda:N (N: the GPU's index)."
+        )
+    if kind == "cuda":
+        check_cuda_kernels(device)
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise RecipeError(
+                f"--device {device}: there are {torch.cuda.device_count()} GPU(s) "
+                f"visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+            )
+    return device
+
+
+def _option(run_opts, key, default=None):
+    """One run option (SpeechBrain's RunOptions, or a plain dict)."""
+    try:
+        return run_opts[key]
+    except (KeyError, AttributeError):
+        return default
+
+
+def check_launch_options(run_opts, device):
+    """SpeechBrain run options that would fail later, deep inside: say so now."""
+    if _option(run_opts, "jit") or _option(run_opts, "jit_module_keys"):
+        raise RecipeError(
+            "--jit / --jit_module_keys: this recipe's model cannot be compiled "
+            "with TorchScript (SpeechBrain's LiGRU and attentional decoder are "
+            "not scriptable). Leave the option out."
+        )
+    if _option(run_opts, "data_parallel_backend") and not device.startswith("cuda"):
+        raise RecipeError(
+            "--data_parallel_backend needs CUDA GPUs; this run is on "
+            f"{device}. For several processes use torchrun (docs/cluster.md)."
+        )
+    if int(_option(run_opts, "grad_accumulation_factor", 1)) < 1:
+        raise RecipeError(
+            "--grad_accumulation_factor must be 1 or more (batches per optimiser "
+            f"step), got {run_opts['grad_accumulation_factor']}."
+        )
+    launched = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    backend = _option(run_opts, "distributed_backend", "nccl")
+    if launched and not device.startswith("cuda") and backend == "nccl":
+        raise RecipeError(
+            "This run has several processes (torchrun) on the CPU, where the "
+            "nccl backend (SpeechBrain's default) cannot run: add "
+            "--distributed_backend gloo."
+        )
 
 
 def check_precision(run_opts, device):

@@ -124,7 +124,8 @@ def load_audio(path, sample_rate, duration=None):
     """The waveform of one manifest entry: [samples] float32, as SpeechBrain's
     ``read_audio`` gives it, or an AudioError naming the file.
 
-    The file must be readable, mono, at ``sample_rate`` Hz and, when
+    The file must be readable, mono, at ``sample_rate`` Hz, hold samples
+    that are all finite (a NaN trains to a loss that is not finite) and, when
     ``duration`` (seconds, from the manifest) is given, not shorter than it
     by more than 10 ms + 1 %: the corpus may have changed since preparation,
     and inside a data-loading worker a plain exception would end the epoch in
@@ -146,6 +147,12 @@ def load_audio(path, sample_rate, duration=None):
             f"{path} is at {rate} Hz; the model expects {sample_rate} Hz. {fix}"
         )
     signal = audio[0]
+    if len(signal) == 0:
+        raise AudioError(f"{path} holds no audio samples. {fix}")
+    if not torch.isfinite(signal).all():
+        raise AudioError(
+            f"{path} holds NaN or infinite samples: the file is damaged. {fix}"
+        )
     if duration is not None:
         expected = float(duration) * rate
         if len(signal) < expected - 0.01 * rate - 0.01 * expected:
@@ -201,9 +208,21 @@ def prepare_datasets(hparams, label_encoder_path=None):
 
 
 def train_loader_kwargs(hparams, train_data, collate_fn=PaddedBatch):
-    """Loader options for train: fixed batch size, or dynamic batching."""
+    """Loader options for train: fixed batch size, or dynamic batching.
+
+    The loader gets a generator of its own: each time an epoch's iterator
+    starts, torch draws the workers' base seed from it (from the global
+    generator otherwise, even without workers). A run resumed mid-epoch
+    starts one iterator more than the uninterrupted run, and that draw must
+    not shift the random stream restored from the checkpoint (mtkd/repro.py).
+    """
+    generator = torch.Generator().manual_seed(int(hparams.get("seed", 0)))
     if not hparams.get("dynamic_batching", False):
-        return {**hparams["train_dataloader_opts"], "collate_fn": collate_fn}
+        return {
+            **hparams["train_dataloader_opts"],
+            "collate_fn": collate_fn,
+            "generator": generator,
+        }
     hop = hparams["feats_hop_size"]
     sampler = DynamicBatchSampler(
         train_data,
@@ -215,4 +234,5 @@ def train_loader_kwargs(hparams, train_data, collate_fn=PaddedBatch):
         "batch_sampler": sampler,
         "collate_fn": collate_fn,
         "num_workers": num_workers,
+        "generator": generator,
     }

@@ -70,6 +70,7 @@ def check_store_matches(store, hparams, label_encoder):
     says what differs and what to do.
     """
     where = hparams["tea_infer_dir"]
+    store.verify()  # damaged bytes anywhere in a part: named now, not mid-epoch
     labels = [label_encoder.ind2lab[i] for i in range(len(label_encoder))]
     if list(store.label_encoder_labels) != labels:
         differ = [
@@ -159,7 +160,9 @@ class KDBrain(ASRBrain):
         self.weight_sums = {}
 
     def combine_losses(self, loss_ctc, loss_seq, predictions, batch, stage):
-        if stage != sb.Stage.TRAIN:
+        if stage != sb.Stage.TRAIN or self.hparams.alpha == 0:
+            # alpha 0: the labels alone, exactly a teacher's objective (the
+            # control of a distilled student started from the same checkpoint).
             return super().combine_losses(loss_ctc, loss_seq, predictions, batch, stage)
         hp, targets = self.hparams, batch.teacher
         w_ctc, w_seq = strategy_weights(

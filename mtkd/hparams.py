@@ -21,23 +21,30 @@ Each experiment folder receives the *resolved* hyperparameters
 import ast
 import difflib
 import io
+import logging
 import os
 import re
 import sys
+import traceback
 from dataclasses import dataclass
 
 import ruamel.yaml
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
-from mtkd import RecipeError
+from mtkd import RecipeError, cluster
 from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
+from mtkd.writable import cannot_write_message, check_output_folder
 
 MAX_BASE_DEPTH = 10
 
 # Keys that were renamed: an old name on a command line or in a child file gets
 # an error that names the new one.
 RENAMED_KEYS = {"speed_perturb": "augment"}
+
+
+# Folders a stage writes in: checked before anything is built or written.
+OUTPUT_FOLDER_KEYS = ("output_folder", "save_folder", "store_folder")
 
 
 class HparamsError(RecipeError):
@@ -163,20 +170,56 @@ INTEGER_KEYS = frozenset(
     sample_rate n_fft n_mels cnn_blocks time_pooling_size rnn_layers rnn_neurons
     dnn_blocks dnn_neurons emb_size dec_neurons attn_dim output_neurons bos_index
     eos_index blank_index phn_set patient teachers_per_part
-    teacher_index
+    teacher_index cnn_channels cnn_kernelsize
     """.split()
 )
-# Keys that must be greater than 0 (a 0 there divides, or trains nothing).
+# Keys that must be greater than 0 (a 0 there divides, or trains nothing;
+# for a list, every entry).
 POSITIVE_KEYS = frozenset(
     """
     number_of_epochs batch_size lr temperature weight_temperature sample_rate
     n_fft n_mels valid_beam_size test_beam_size output_neurons feats_hop_size
+    time_pooling_size rnn_layers rnn_neurons dnn_neurons emb_size dec_neurons
+    attn_dim cnn_channels cnn_kernelsize annealing_factor
+    """.split()
+)
+# Keys that must be 0 or more (a count that may be none, a threshold).
+NON_NEGATIVE_KEYS = frozenset(
+    """
+    num_workers cnn_blocks dnn_blocks patient improvement_threshold
+    teacher_index teachers_per_part
     """.split()
 )
 # Keys that are fractions: 0 <= value <= 1.
 FRACTION_KEYS = frozenset(
-    "ctc_weight label_smoothing dropout dec_dropout decode_ctc_weight".split()
+    """
+    ctc_weight label_smoothing dropout dec_dropout decode_ctc_weight
+    annealing_factor
+    """.split()
 )
+# Keys with a closed set of values (what the code that reads them accepts).
+CHOICES = {
+    "selection_metric": ("PER", "CTC_PER"),
+    "enc_rnn_type": ("ligru", "lstm", "gru"),
+    "dec_rnn_type": ("gru", "lstm"),
+    "sorting": ("ascending", "descending", "random"),
+    "phn_set": (39, 48, 60, 61),
+}
+RANGE_KEYS = INTEGER_KEYS | POSITIVE_KEYS | NON_NEGATIVE_KEYS | FRACTION_KEYS
+
+
+def _as_tuple(value):
+    """A ``(4, 8)`` override as HyperPyYAML reads it (its ``!tuple`` tag,
+    implicit for any value in parentheses), or None for anything else."""
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    text = value.value if tag == "!tuple" else value
+    if not (isinstance(text, str) and re.fullmatch(r"\s*\(.*\)\s*", text)):
+        return None
+    try:
+        parsed = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return ()  # a tuple HyperPyYAML cannot build either: wrong type
+    return parsed if isinstance(parsed, tuple) else (parsed,)
 
 
 def _is_tagged(value):
@@ -188,6 +231,8 @@ def _is_tagged(value):
 def _kind(value):
     """What a plain YAML default says its key holds: bool, int, number, a list
     of numbers, or None (anything else: no check)."""
+    if _as_tuple(value):
+        value = list(_as_tuple(value))
     if _is_tagged(value) or value is None:
         return None
     if isinstance(value, bool):
@@ -206,7 +251,7 @@ def _is_number(value):
 _KIND_WORDS = {
     "bool": "True or False",
     "number": "a number",
-    "numbers": "a list of numbers such as [8, 16]",
+    "numbers": "a list of numbers such as [8, 16] or (8, 16)",
 }
 
 
@@ -220,13 +265,18 @@ def check_value_types(text, overrides, hparams_file, base_file, cli):
     """
     defaults = _load_yaml(text, base_file)
     for key, value in overrides.items():
-        if _is_tagged(value) or value is None:
+        as_tuple = _as_tuple(value)
+        if as_tuple is not None:
+            value = list(as_tuple) if as_tuple else getattr(value, "value", value)
+        elif _is_tagged(value) or value is None:
             continue  # a reference, or an explicit null: checked once resolved
         kind = _kind(defaults.get(key))
         ok = {
             "bool": lambda v: isinstance(v, bool),
             "number": _is_number,
-            "numbers": lambda v: isinstance(v, list) and all(map(_is_number, v)),
+            "numbers": lambda v: (
+                isinstance(v, list | tuple) and bool(v) and all(map(_is_number, v))
+            ),
             None: lambda v: True,
         }[kind](value)
         if ok and key in INTEGER_KEYS and not _is_integer(value):
@@ -242,7 +292,7 @@ def check_value_types(text, overrides, hparams_file, base_file, cli):
 
 
 def _is_integer(value):
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return all(map(_is_integer, value))
     return _is_number(value) and float(value).is_integer()
 
@@ -251,35 +301,91 @@ def _plain_text(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _range_problem(key, value):
+    """What is wrong with number ``value`` of ``key`` (None: nothing)."""
+    if key in INTEGER_KEYS and not float(value).is_integer():
+        return "a whole number"
+    if key in POSITIVE_KEYS and not value > 0:
+        return "greater than 0"
+    if key in NON_NEGATIVE_KEYS and not value >= 0:
+        return "0 or more"
+    if key in FRACTION_KEYS and not 0 <= value <= 1:
+        return "between 0 and 1"
+    return None
+
+
 def check_value_ranges(hparams, hparams_file):
-    """Raises HparamsError for a resolved value out of its range (see
-    ``POSITIVE_KEYS``, ``FRACTION_KEYS``, ``INTEGER_KEYS``), naming the key.
+    """Raises HparamsError for a resolved value out of its range or choices
+    (see ``POSITIVE_KEYS``, ``NON_NEGATIVE_KEYS``, ``FRACTION_KEYS``,
+    ``INTEGER_KEYS``, ``CHOICES``), naming the key.
 
     Also run on the plain override values before anything is built (building
     the objects creates the output folder)."""
-    for key in sorted(INTEGER_KEYS | POSITIVE_KEYS | FRACTION_KEYS):
+    where = f"({hparams_file} and the command line). Nothing was written."
+    for key in sorted(RANGE_KEYS):
         value = hparams.get(key)
-        if _is_tagged(value):
+        if _is_tagged(value) or _as_tuple(value) is not None:
             continue
-        if value is None or not _is_number(value):
-            if value is not None and key in POSITIVE_KEYS | FRACTION_KEYS:
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if item is None or not _is_number(item):
+                if item is not None and key in RANGE_KEYS - INTEGER_KEYS:
+                    raise HparamsError(
+                        f"`{key}` must be a number, got {_plain_text(item)} {where}"
+                    )
+                continue
+            problem = _range_problem(key, item)
+            if problem:
+                shown = value if isinstance(value, list | tuple) else item
+                raise HparamsError(f"`{key}` must be {problem}, got {shown} {where}")
+    for key, allowed in CHOICES.items():
+        value = hparams.get(key)
+        if key in hparams and not _is_tagged(value) and value not in allowed:
+            raise HparamsError(
+                f"`{key}` must be one of {', '.join(map(str, allowed))}, got "
+                f"{_plain_text(value)} {where}"
+            )
+
+
+def check_model_keys(hparams, hparams_file):
+    """Keys that must agree with each other (resolved values): the label
+    indices, the CNN lists and their block count."""
+    where = f"({hparams_file} and the command line). Nothing was written."
+    indices = {k: hparams.get(k) for k in ("bos_index", "eos_index", "blank_index")}
+    outputs = hparams.get("output_neurons")
+    if all(_is_number(v) for v in indices.values()) and _is_number(outputs):
+        shown = ", ".join(f"{k} {v}" for k, v in indices.items())
+        if len(set(indices.values())) != 3:
+            raise HparamsError(
+                f"bos_index, eos_index and blank_index must be three different "
+                f"labels, got {shown} {where}"
+            )
+        if not all(0 <= v < outputs for v in indices.values()):
+            raise HparamsError(
+                f"bos_index, eos_index and blank_index must be below "
+                f"output_neurons ({outputs}), got {shown} {where}"
+            )
+    blocks = hparams.get("cnn_blocks")
+    for key in ("cnn_channels", "cnn_kernelsize"):
+        value = hparams.get(key)
+        if _is_number(blocks) and isinstance(value, list | tuple):
+            if len(value) < blocks:
                 raise HparamsError(
-                    f"`{key}` must be a number, got {_plain_text(value)} "
-                    f"({hparams_file})."
+                    f"`{key}` needs one entry per CNN block (cnn_blocks "
+                    f"{blocks}), got {list(value)} {where}"
                 )
-            continue
-        if key in INTEGER_KEYS and not float(value).is_integer():
-            problem = "a whole number"
-        elif key in POSITIVE_KEYS and not value > 0:
-            problem = "greater than 0"
-        elif key in FRACTION_KEYS and not 0 <= value <= 1:
-            problem = "between 0 and 1"
-        else:
-            continue
-        raise HparamsError(
-            f"`{key}` must be {problem}, got {value} ({hparams_file} and the "
-            "command line). Nothing was written."
-        )
+
+
+def _resolved_values(text, overrides):
+    """The top-level values with references resolved and no object built
+    (building the model with sizes that do not fit fails deep in torch);
+    ``(4, 8)`` tuples as tuples."""
+    resolved = resolve_references(io.StringIO(text), _dump_yaml(overrides))
+    values = _load_yaml(resolved.getvalue(), "the resolved hyperparameters")
+    return {
+        k: tuple(_as_tuple(v)) if _as_tuple(v) is not None else v
+        for k, v in values.items()
+    }
 
 
 def load_hparams(argv):
@@ -289,11 +395,18 @@ def load_hparams(argv):
     child file) stop with an error naming the key instead of being ignored.
     """
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
+    cluster.preflight(run_opts)  # device and launch options, before any work
     cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     check_value_types(text, overrides, hparams_file, base_file, cli)
     check_value_ranges(overrides, hparams_file)
     try:
+        preview = _resolved_values(text, overrides)
+        check_value_ranges(preview, hparams_file)
+        check_model_keys(preview, hparams_file)
+        for key in OUTPUT_FOLDER_KEYS:  # building the objects creates folders
+            if isinstance(preview.get(key), str):
+                check_output_folder(preview[key], key)
         hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))
     except KeyError as err:
         raise _unknown_key_error(err, hparams_file, base_file, cli) from err
@@ -306,6 +419,7 @@ def load_hparams(argv):
             f"e.g. `--{key} /path/to/...`."
         ) from err
     check_value_ranges(hparams, hparams_file)
+    check_model_keys(hparams, hparams_file)
     return LoadedHparams(hparams, run_opts, hparams_file, text, overrides, sources)
 
 
@@ -336,19 +450,92 @@ def run_stage(main, argv):
 
     Input errors (a wrong key, a missing file, a corpus that does not fit) are
     the user's to fix: a one-paragraph message serves them better than a
-    traceback. Anything else is a bug and keeps its traceback.
+    traceback. Anything else is a bug and keeps its traceback. Under DDP
+    every way out goes through ``_leave_distributed``.
     """
     try:
+        result = _run_and_explain(main, argv)
+    except SystemExit as stop:
+        _leave_distributed(stop.code, finished=False)
+        raise
+    except BaseException:
+        if _distributed():
+            traceback.print_exc()
+            _leave_distributed(1, finished=False)
+        raise
+    _leave_distributed(0, finished=True)
+    return result
+
+
+def _run_and_explain(main, argv):
+    """``main(argv)``, with the user's errors turned into one message."""
+    try:
         return main(argv)
+    except KeyboardInterrupt:
+        print(
+            "ERROR: interrupted (SIGINT / Ctrl-C). Checkpoints and store parts "
+            "already written are complete; run the same command to resume.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     except DiskFullError as err:
         _exit_disk_full(err)
     except OSError as err:
+        refused = cannot_write_message(err)
+        if refused:
+            print(f"ERROR: {refused}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(2)  # as for a full disk: h5py may hold half-closed objects
         if not is_disk_full(err):
             raise
         _exit_disk_full(disk_full_error(err.filename or "a file", "the file"))
     except RecipeError as err:
         print(f"ERROR: {_own_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _distributed():
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _leave_distributed(code, finished):
+    """A DDP rank's way out: tear the process group down, then end the
+    process at once with ``code``; without DDP, nothing.
+
+    Left to the interpreter's exit, gloo's transport threads (or work
+    objects still holding tensors) can outlive the interpreter and abort the
+    rank ("terminate called without an active exception", SIGABRT) after a
+    finished run, and torchrun then reports the job failed; seen once in 14
+    to 40 runs on a busy 2-core machine, with and without an explicit
+    ``destroy_process_group``. So the rank flushes its logs and output and
+    ends with ``os._exit``, skipping the interpreter's teardown. After a
+    finished run (``finished``) the ranks first wait for each other, so that
+    none leaves while another still uses the connections; on an error or a
+    stop they leave at once (another rank may never arrive).
+    """
+    import torch.distributed as dist
+
+    if not _distributed():
+        return
+    try:
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - leaving anyway; never mask the exit
+        logging.getLogger(__name__).warning(
+            "could not tear down the process group", exc_info=True
+        )
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_disk_full(err):

@@ -347,10 +347,10 @@ def load_teacher(model_ckpt, device="cpu", line_no=None, list_path=None, index=0
     """
     files = read_teacher_files(model_ckpt, line_no, list_path)
     model = CTCAttentionASR(**files.config["model"])
+    state = _read_torch_file(model_ckpt, files.where)
     try:
-        state = torch.load(model_ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, OSError) as err:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
         raise TeacherListError(
             f"{files.where}: the weights do not load into the architecture of "
             f"its {MODEL_CONFIG_FILE} ({str(err).splitlines()[0]}). Is the "
@@ -358,6 +358,7 @@ def load_teacher(model_ckpt, device="cpu", line_no=None, list_path=None, index=0
         ) from err
     model.to(device).eval()
     encoder = load_label_encoder(files.label_encoder_file)
+    _read_torch_file(files.normalize_ckpt, files.where)  # a damaged file: say so
     return Teacher(
         model=model,
         normalizer=load_normalizer(files.normalize_ckpt, device),
@@ -369,6 +370,21 @@ def load_teacher(model_ckpt, device="cpu", line_no=None, list_path=None, index=0
         index=index,
         checksum=teacher_checksum(files),
     )
+
+
+def _read_torch_file(path, where):
+    """A torch checkpoint file's contents, or a TeacherListError naming it
+    (a damaged or foreign file makes torch raise pickle or zip errors)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle, zip, OS errors alike
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise TeacherListError(
+            f"{where}: {path} cannot be read as a torch checkpoint "
+            f"({type(err).__name__}: {reason}). The file is damaged or not a "
+            "teacher checkpoint: copy it again from the teacher's run, or point "
+            "the line at another checkpoint of that run."
+        ) from None
 
 
 def teacher_checksum(files):

@@ -136,6 +136,8 @@ def read_audio(path, sample_rate):
     data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     if data.shape[0] == 0:
         raise ValueError("no audio samples")
+    if not numpy.isfinite(data).all():
+        raise ValueError("NaN or infinite samples: the file is damaged")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     wav = torch.from_numpy(numpy.ascontiguousarray(mono, dtype=numpy.float32))
     if rate != sample_rate:

@@ -3,9 +3,11 @@ as a pre-empted job is killed (a test helper: the fault comes from the test side
 
     python tests/kill_after_batches.py N save_teachers.py ARGS...
     python tests/kill_after_batches.py N --stop save_teachers.py ARGS...
+    python tests/kill_after_batches.py N --signal=INT save_teachers.py ARGS...
 
 ``--stop`` sends SIGSTOP instead: the writer freezes mid-way, holding its part,
-until the test sends SIGCONT (no race with a fast writer).
+until the test sends SIGCONT (no race with a fast writer). ``--signal=NAME``
+sends that signal once (INT: Ctrl-C; TERM: a scheduler's stop).
 """
 
 import os
@@ -36,7 +38,13 @@ def kill_after(limit, sig=signal.SIGKILL):
 
 
 if __name__ == "__main__":
-    stop = sys.argv[2] == "--stop"
-    kill_after(int(sys.argv[1]), signal.SIGSTOP if stop else signal.SIGKILL)
-    sys.argv = sys.argv[3:] if stop else sys.argv[2:]
+    option = sys.argv[2]
+    if option == "--stop":
+        sig = signal.SIGSTOP
+    elif option.startswith("--signal="):  # e.g. --signal=INT, --signal=TERM
+        sig = signal.Signals["SIG" + option.split("=", 1)[1]]
+    else:
+        sig, option = signal.SIGKILL, None
+    kill_after(int(sys.argv[1]), sig)
+    sys.argv = sys.argv[3:] if option else sys.argv[2:]
     runpy.run_path(os.path.join(REPO, sys.argv[0]), run_name="__main__")

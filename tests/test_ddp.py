@@ -12,6 +12,7 @@ import json
 import os
 import re
 
+import pytest
 import torch
 import yaml
 from conftest import TINY_MODEL, TINY_RUN, run_script
@@ -20,6 +21,10 @@ from mtkd.model import CTCAttentionASR
 from mtkd.runs import best_checkpoint
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+# Two torchrun launches (about 30 s on 2 cores): run by .ci/run after the
+# default suite, with `pytest -m slow`.
+pytestmark = pytest.mark.slow
 DDP_CPU = ["--device", "cpu", "--distributed_backend", "gloo", "--noprogressbar"]
 # 48 training utterances, batches of 8, 2 ranks: 3 batches per rank and epoch.
 BATCHES_PER_RANK = 3

@@ -10,6 +10,10 @@ from conftest import run_script
 from mtkd_tools.results import top_level_values
 
 TEACHERS = ["tea0", "tea3"]
+
+# The quick demo end to end (about 3 min on 2 cores): .ci/run runs it after the
+# default suite, with `pytest -m slow`.
+pytestmark = pytest.mark.slow
 # The demo's default students. Two KD students fill the two job slots in one
 # round (a third would add a round to the suite's longest fixture); average
 # is trained by tests/test_train_kd.py.

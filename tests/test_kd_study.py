@@ -67,8 +67,39 @@ def test_plan_of_the_other_groups(tmp_path):
     small = by_name["best-small/seed0"], by_name["baseline-small/seed0"]
     assert [flag(job, "rnn_neurons") for job in small] == ["36", "36"]
     assert by_name["weighted-10teachers/seed0"].after == ["store-t10-T1"]
-    # The 10-teacher group comes last: stopping early leaves whole groups.
-    assert jobs[-1].name == "weighted-10teachers/seed0"
+    # Groups in order: stopping early leaves whole groups; paper comes last.
+    names = [job.name for job in jobs]
+    assert names.index("weighted-10teachers/seed0") < names.index(
+        "paper-labels-only/seed0"
+    )
+    assert jobs[-1].name == "paper-weighted-10teachers/seed0"
+
+
+def test_plan_of_the_paper_group(tmp_path):
+    """The paper's setting: tea0's architecture and encoder, alpha 1, and its
+    control, the same run with alpha 0 (labels only)."""
+    args, jobs = plan(tmp_path, "--groups", "paper", "--finetune_epochs", "7")
+    by_name = {job.name: job for job in jobs}
+    tea0 = by_name["tea0"]
+    control = by_name["paper-labels-only/seed1"]
+    for name in ("paper-labels-only", "paper-best", "paper-weighted-alpha0.5"):
+        job = by_name[f"{name}/seed1"]
+        assert job.argv[0] == "train_kd.py"
+        assert flag(job, "pretrain") == "true"
+        assert flag(job, "pretrain_st_dir") == tea0.folder
+        assert "tea0" in job.after and "store-t3-T1" in job.after
+        assert flag(job, "number_of_epochs") == "7"
+        assert flag(job, "lr") == str(kd_study.PAPER_LR)
+        assert flag(job, "seed") == "2001"
+        for key in ("rnn_neurons", "rnn_layers", "dnn_neurons", "dec_neurons"):
+            assert flag(job, key) == flag(tea0, key)  # as large as tea0
+    assert flag(control, "alpha") == "0.0"
+    assert flag(by_name["paper-best/seed1"], "alpha") == "1.0"
+    assert flag(by_name["paper-weighted-alpha0.5/seed1"], "alpha") == "0.5"
+    ten = by_name["paper-best-10teachers/seed0"]
+    assert "store-t10-T1" in ten.after and flag(ten, "strategy") == "best"
+    assert kd_study.baseline_of("paper-best") == "paper-labels-only"
+    assert "--finetune_epochs 7" in kd_study.study_command(args)
 
 
 def test_plan_of_chosen_models_and_an_unknown_one(tmp_path):

@@ -32,6 +32,7 @@ def fake_gpu(monkeypatch, capability, archs, name="Tesla V100-SXM2-32GB"):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capability)
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(archs))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: name)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
 @pytest.mark.parametrize(

@@ -198,3 +198,25 @@ def test_missing_store_and_pretrain_path_are_clear(
                        str(tmp_path), *STUDENT_RUN])  # fmt: skip
     with pytest.raises(RecipeError, match="pretrain_st_dir"):
         run_kd(mini_corpus, teacher_store, tmp_path / "p", "--pretrain", "True")
+
+
+def test_alpha_0_continues_a_teacher_on_the_labels_alone(
+    mini_corpus, teacher_store, tiny_teachers, tmp_path
+):
+    """The paper setting's control (docs/kd_study.md): train_kd.py with alpha 0
+    trains the teacher's objective from the same initialisation."""
+    out = run_kd(
+        mini_corpus, teacher_store, tmp_path / "labels", "--strategy", "best",
+        "--alpha", "0", "--pretrain", "True", "--pretrain_st_dir", tiny_teachers[0],
+        *TINY_MODEL,
+    )  # fmt: skip
+    _, log = epochs_logged(out)
+    (line,) = [row for row in log.splitlines() if row.startswith("epoch: 1")]
+    assert "ctc_loss" in line and "kd_seq" not in line and "kd_ctc" not in line
+    parts = dict(re.findall(r"(\w+): ([-0-9.e+]+)", line.split(" - ")[1]))
+    weight = 0.1  # train_kd.yaml's ctc_weight
+    expected = weight * float(parts["ctc_loss"]) + (1 - weight) * float(
+        parts["seq_loss"]
+    )
+    assert float(parts["loss"]) == pytest.approx(expected, rel=0.02)
+    assert not os.path.exists(os.path.join(out, "teacher_weights.jsonl"))

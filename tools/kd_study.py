@@ -28,6 +28,14 @@ Groups of configurations (``--groups``; by default all, in this order):
 - ``temperature``: best from a store at T = 2, the original's form and
   Hinton's (``soften_student``).
 - ``teachers10``: average, best, weighted from all 10 teacher files.
+- ``paper``: the paper's own setting (issue 22). The student is tea0's
+  architecture, its encoder initialised from tea0's best checkpoint
+  (``pretrain``), trained ``--finetune_epochs`` epochs at the recipe's KD
+  learning rate (train_kd.yaml's 0.0005) with alpha 1 (teachers only), T 1,
+  best and weighted, from the 3- and the 10-teacher store; alpha 0.5 as a
+  variant. Its control, ``paper-labels-only``, is the same run with alpha 0:
+  the same initialisation, optimiser and epochs on the labels alone, so a
+  gain is not just more training. Each is compared with that control.
 
 Each run is a subprocess with the command line a user would type (printed, and
 logged under ``<output_folder>/logs``); a finished run (``per_test.txt``) is
@@ -79,7 +87,16 @@ TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
 STUDENT_WIDTH = 64  # 149 k parameters: about 1/2 of the teachers' mean
 SMALL_STUDENT_WIDTH = 36  # about 1/4
-GROUPS = ("core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10")
+GROUPS = (
+    "core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10",
+    "paper",
+)  # fmt: skip
+# The paper's setting: the teacher whose checkpoint starts the student, and
+# the learning rate of that fine-tuning (train_kd.yaml's, the original
+# student's: a trained model restarted at the teachers' 0.002 would first be
+# pushed away from where it is).
+PAPER_INIT = "tea0"
+PAPER_LR = 0.0005
 
 
 def configurations():
@@ -117,6 +134,26 @@ def configurations():
         configs.append(
             (f"{strategy}-10teachers", "teachers10", "t10", 1.0,
              {"strategy": strategy})
+        )  # fmt: skip
+    paper = {"init": PAPER_INIT}
+    configs.append(
+        ("paper-labels-only", "paper", "t3", 1.0,
+         {**paper, "strategy": "best", "alpha": 0.0})
+    )  # fmt: skip
+    for strategy in ("best", "weighted"):
+        configs.append(
+            (f"paper-{strategy}", "paper", "t3", 1.0,
+             {**paper, "strategy": strategy, "alpha": 1.0})
+        )  # fmt: skip
+    for strategy in ("best", "weighted"):
+        configs.append(
+            (f"paper-{strategy}-alpha0.5", "paper", "t3", 1.0,
+             {**paper, "strategy": strategy, "alpha": 0.5})
+        )  # fmt: skip
+    for strategy in ("best", "weighted"):
+        configs.append(
+            (f"paper-{strategy}-10teachers", "paper", "t10", 1.0,
+             {**paper, "strategy": strategy, "alpha": 1.0})
         )  # fmt: skip
     return configs
 
@@ -189,10 +226,20 @@ def build_jobs(args, corpus):
             return
         store_name, store = stores[(teachers, temperature)]
         settings = {**student, **KD_SETTINGS, "temperature": temperature}
+        overrides = dict(overrides)
+        init = overrides.pop("init", None)
+        after = [store_name]
+        if init:  # the paper's setting: a teacher's architecture and encoder
+            settings.update(teacher_sizes(init, TEACHER_WIDTH))
+            settings.update(
+                number_of_epochs=args.finetune_epochs, lr=PAPER_LR, pretrain=True,
+                pretrain_st_dir=teacher_folders[init],
+            )  # fmt: skip
+            after.append(init)
         settings.update(overrides)
         argv = ["train_kd.py", "hparams/train_kd.yaml", *common]
         argv += ["--output_folder", folder, "--tea_infer_dir", store]
-        job(run_name, argv + flags(settings), folder, done, after=[store_name])
+        job(run_name, argv + flags(settings), folder, done, after=after)
 
     # The scheduler starts runs in list order as their inputs are ready: the
     # order below puts first what the first groups need, so a stopped study
@@ -202,10 +249,11 @@ def build_jobs(args, corpus):
         if group not in args.groups:
             continue
         in_group = [c for c in chosen if c[1] == group]
-        for _, _, key, temperature, _ in in_group:
+        for _, _, key, temperature, overrides in in_group:
             if key is None:
                 continue
-            for name in teacher_sets[key]:
+            init = [overrides["init"]] if "init" in overrides else []
+            for name in init + teacher_sets[key]:
                 if name not in teacher_folders:
                     teacher_folders[name] = add_teacher(name)
             if (key, temperature) not in stores:
@@ -244,6 +292,10 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--teacher_epochs", type=int, default=15)
     parser.add_argument("--student_epochs", type=int, default=15)
+    parser.add_argument(
+        "--finetune_epochs", type=int, default=15,
+        help="epochs of the paper group's students, started from a teacher (15)",
+    )  # fmt: skip
     parser.add_argument(
         "--augment", type=lambda text: text.lower() == "true", default=False,
         help="the original's augmentation for every run (default False: at "
@@ -295,7 +347,10 @@ def main(argv=None):
 
 
 def baseline_of(name):
-    """The configuration a student is compared with: same size, no KD."""
+    """The configuration a student is compared with: same size, no KD (for
+    the paper group: the same initialisation trained on the labels alone)."""
+    if name.startswith("paper-"):
+        return "paper-labels-only"
     return "baseline-small" if name.endswith("-small") else "baseline"
 
 
@@ -305,7 +360,7 @@ def study_command(args):
     argv = ["python", "tools/kd_study.py"]
     defaults = vars(parse_args([]))
     for key in ("groups", "models", "seeds", "teacher_epochs", "student_epochs",
-                "augment", "corpus_seed"):  # fmt: skip
+                "finetune_epochs", "augment", "corpus_seed"):  # fmt: skip
         value = getattr(args, key)
         if value == defaults[key]:
             continue
@@ -330,7 +385,11 @@ def summarize(args, jobs, say):
     by_name = {group["name"]: group for group in groups}
     comparisons = []
     for group in groups:
-        if group["kind"] == "teacher" or group["name"].startswith("baseline"):
+        if group["kind"] == "teacher" or group["name"] in (
+            "baseline",
+            "baseline-small",
+            "paper-labels-only",
+        ):
             continue
         baseline = by_name.get(baseline_of(group["name"]))
         if baseline is None:  # its baseline has not finished yet

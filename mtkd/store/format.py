@@ -21,6 +21,10 @@ from mtkd import RecipeError
 FORMAT_NAME = "mtkd-teacher-store"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
+# Beside each complete part: its sha256, in `sha256sum` format (`sha256sum -c`
+# checks it too). Damage anywhere in the file, even in bytes HDF5 reads only
+# when an utterance's targets are fetched, is found before training.
+CHECKSUM_SUFFIX = ".sha256"
 ATT_DTYPES = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
 # Settings that stores of format version 1 wrote and nothing ever read (per-
@@ -180,8 +184,52 @@ def read_part_header(path):
                 )
             meta = json.loads(f["meta_json"][()])
             indices = [int(i) for i in f.attrs["teacher_indices"]]
-    except OSError as err:
-        raise StoreError(f"{path} cannot be read as HDF5 ({err}).") from err
+    except StoreError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        # Damaged bytes surface as any of these from h5py or json.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StoreError(
+            f"{path} cannot be read as a teacher store part ({reason}): the file "
+            "is damaged. Write it again with save_teachers.py (--overwrite True), "
+            "or restore it."
+        ) from None
     for key in RETIRED_SETTINGS:
         meta["settings"].pop(key, None)
     return meta, indices
+
+
+def file_sha256(path, chunk=1 << 22):
+    """sha256 (hex) of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_part_checksum(written, path):
+    """Writes ``path + CHECKSUM_SUFFIX`` for the bytes of ``written`` (the
+    finished ``.partial`` file that is renamed to ``path`` next)."""
+    line = f"{file_sha256(written)}  {os.path.basename(path)}\n"
+    tmp = path + CHECKSUM_SUFFIX + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(line)
+    os.replace(tmp, path + CHECKSUM_SUFFIX)
+
+
+def verify_part_checksum(path):
+    """Checks a part against its checksum file; True if checked, False if it
+    has none (parts written before checksums). StoreError if they differ."""
+    sidecar = path + CHECKSUM_SUFFIX
+    if not os.path.exists(sidecar):
+        return False
+    with open(sidecar, encoding="utf-8") as f:
+        expected = (f.read().split() or [""])[0]
+    if file_sha256(path) != expected:
+        raise StoreError(
+            f"{path} does not match its checksum ({sidecar}): the file was "
+            "damaged or changed after it was written. Write this part again "
+            "with save_teachers.py (--overwrite True), or restore the file."
+        )
+    return True

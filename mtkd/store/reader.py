@@ -19,6 +19,7 @@ from mtkd.store.format import (
     partial_part_files,
     read_part_header,
     settings_differences,
+    verify_part_checksum,
 )
 
 
@@ -130,6 +131,12 @@ class TeacherStore:
             own = {u: r for r, u in enumerate(part["utt_ids"])}
             part["row"] = np.asarray([own[u] for u in utt_ids], dtype=np.int64)
         return {"utt_ids": utt_ids, "rows": rows, "parts": parts}
+
+    def verify(self):
+        """Checks every part against its checksum file (a StoreError names a
+        damaged one); returns how many parts had one to check. Reads every
+        byte of the store once."""
+        return sum(verify_part_checksum(path) for path in self.files)
 
     def _file(self, p):
         """Part ``p``'s h5py handle, opened once per process."""
@@ -279,10 +286,9 @@ class TeacherStore:
             zip(index["parts"], self._part_slots, strict=True)
         ):
             row = part["row"][i]
-            g = self._file(p)[split]
             # The one HDF5 read: this part's distributions of the utterance.
             start = part["att_offsets"][row]
-            block = g["att_dist"][start : start + len(slots) * (ref_len + 1)]
+            block = self._read_rows(p, split, start, len(slots) * (ref_len + 1))
             block = torch.from_numpy(block.astype(np.float32))
             block = block.view(len(slots), ref_len + 1, v)
             start, lens = part["ctc_offsets"][row], part["ctc_lens"][row]
@@ -300,6 +306,20 @@ class TeacherStore:
             "att_per": torch.from_numpy(att_per),
             "ref_len": ref_len,
         }
+
+    def _read_rows(self, p, split, start, count):
+        """``count`` rows of part ``p``'s att_dist from ``start``, or a
+        StoreError naming the file (damaged bytes surface here as h5py or
+        decompression errors, inside a data-loading worker)."""
+        try:
+            return self._file(p)[split]["att_dist"][start : start + count]
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise StoreError(
+                f"{self.files[p]} cannot be read ({reason}): the part is damaged. "
+                "Write it again with save_teachers.py (--overwrite True), or "
+                "restore the file."
+            ) from None
 
     # ------------------------------------------------------------ summary
     def summary(self):
@@ -346,6 +366,16 @@ def _read_split_index(path, split, names):
         "The store is damaged: write this part again with save_teachers.py "
         "(--overwrite True), or restore the file."
     )
+    try:
+        return _read_split_arrays(path, split, names, fix)
+    except StoreError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StoreError(f"{path} cannot be read ({reason}). {fix}") from None
+
+
+def _read_split_arrays(path, split, names, fix):
     with h5py.File(path, "r") as f:
         if split not in f:
             raise StoreError(f"{path} has no {split!r} group. {fix}")

@@ -29,6 +29,7 @@ from mtkd.disk import (
     unraisable_disk_full,
 )
 from mtkd.store.format import (
+    CHECKSUM_SUFFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_ARRAYS,
@@ -42,6 +43,7 @@ from mtkd.store.format import (
     read_part_header,
     settings_differences,
     store_settings,
+    write_part_checksum,
 )
 from mtkd.teachers import teacher_checksum, teacher_targets
 
@@ -237,6 +239,8 @@ def plan_parts(
             )
         elif overwrite:
             os.remove(path)
+            if os.path.exists(path + CHECKSUM_SUFFIX):
+                os.remove(path + CHECKSUM_SUFFIX)
             plan.removed.append(path)
             others = sorted(set(indices) - requested)
             if others:
@@ -521,6 +525,7 @@ class PartWriter:
         self.file.close()
         if errors:
             raise errors[0]
+        write_part_checksum(self.partial, self.path)
         os.replace(self.partial, self.path)
         self._release_lock()
         return self.path
