@@ -322,17 +322,31 @@ class Scheduler:
         )
 
 
+def _percent(value):
+    """'2.26e+02' -> '226.00 %' (SpeechBrain's log writes some in e-notation)."""
+    try:
+        return f"{float(value):.2f} %"
+    except (TypeError, ValueError):
+        return "?"
+
+
 def short_log_line(line):
-    """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid ..., valid CTC_PER:
-    43.02' -> 'epoch 3: valid PER 105.0, CTC PER 43.02 (28 s)'."""
+    """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid PER: 1.05e+02, valid
+    CTC_PER: 43.02' -> 'epoch 3: valid PER 105.00 % (attention search), CTC PER
+    43.02 % (greedy CTC) (28.1 s)'. Both figures, named: the tables use greedy
+    CTC, the attention search is what the paper reports."""
     parts = log_line_values(line)
     if "epoch" in parts:
         return (
-            f"epoch {parts['epoch']}: valid PER {parts.get('valid PER', '?')}, "
-            f"CTC PER {parts.get('valid CTC_PER', '?')} ({parts.get('time_s', '?')} s)"
+            f"epoch {parts['epoch']}: valid PER {_percent(parts.get('valid PER'))} "
+            f"(attention search), CTC PER {_percent(parts.get('valid CTC_PER'))} "
+            f"(greedy CTC) ({parts.get('time_s', '?')} s)"
         )
     if "test PER" in parts:
-        return f"test PER {parts['test PER']}, CTC PER {parts.get('test CTC_PER', '?')}"
+        return (
+            f"test PER {_percent(parts['test PER'])} (attention beam search), "
+            f"CTC PER {_percent(parts.get('test CTC_PER'))} (greedy CTC)"
+        )
     return line
 
 

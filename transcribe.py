@@ -2,7 +2,7 @@
 """Phone transcription of audio files with an exported model.
 
     python transcribe.py MODEL_DIR FILE_OR_FOLDER... [--json] [--batch_size N]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--threads N]
 
 ``MODEL_DIR`` is a folder written by ``export_model.py``. Prints one line per
 file, ``path<TAB>phones`` (or JSON lines with ``--json``), in the order the
@@ -45,6 +45,12 @@ from mtkd_tools.export import (
 )
 
 
+def default_threads():
+    """$OMP_NUM_THREADS when it is a whole number, else 1."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Transcribe audio files into phones with an exported model."
@@ -72,7 +78,17 @@ def parse_args(argv):
         "most this many seconds, decoded one by one and joined, so decoding "
         f"time grows linearly with the audio (default: {DEFAULT_CHUNK_SECONDS:g})",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads(),
+        help="torch threads on the CPU (default: $OMP_NUM_THREADS, else 1: a "
+        "small model's search is many small operations, which more threads "
+        "slow down on a busy machine)",
+    )
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be 1 or more")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch_size must be 1 or more")
     if not args.chunk_seconds >= 1:
@@ -188,6 +204,7 @@ def main(argv):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
+    torch.set_num_threads(args.threads)
     asr = load_exported(args.model_dir, device=device)
     files = find_audio(args.paths, report)
     batch_size = args.batch_size or exported_batch_size(asr)

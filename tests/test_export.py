@@ -287,3 +287,17 @@ def test_model_cost(experiment, split_items):
         sum(soundfile.info(f).duration for f in files)
     )
     assert torch.get_num_threads() == 1  # restored (the module runs on one)
+
+
+def test_transcribe_threads_option(monkeypatch, capsys):
+    """--threads (issue 24): $OMP_NUM_THREADS by default, else 1; 0 refused."""
+    import transcribe
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert transcribe.parse_args(["m", "f.wav"]).threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert transcribe.parse_args(["m", "f.wav"]).threads == 3
+    assert transcribe.parse_args(["m", "f.wav", "--threads", "2"]).threads == 2
+    with pytest.raises(SystemExit):
+        transcribe.parse_args(["m", "f.wav", "--threads", "0"])
+    assert "--threads must be 1 or more" in capsys.readouterr().err

@@ -151,3 +151,25 @@ def test_summary_compares_each_configuration_with_its_own_size(tmp_path):
     assert "8 of 16 runs finished" in text
     # The command that made them: the options that differ from the defaults.
     assert text.count("`python tools/kd_study.py --groups core size --seeds 2`") == 1
+
+
+def test_progress_lines_name_both_pers_as_percentages():
+    """run_demo.py's and kd_study.py's progress lines (issue 24): the attention
+    search and greedy CTC PERs, named, as plain percentages."""
+    from run_demo import short_log_line
+
+    epoch = short_log_line(
+        "epoch: 3, lr: 2.00e-03, time_s: 28.1 - train loss: 3.2 - valid loss: "
+        "4.97, valid PER: 2.26e+02, valid CTC_PER: 43.02"
+    )
+    assert epoch == (
+        "epoch 3: valid PER 226.00 % (attention search), CTC PER 43.02 % "
+        "(greedy CTC) (28.1 s)"
+    )
+    test = short_log_line(
+        "Epoch loaded: 3, time_s: 7.00e-01 - test loss: 4.87, test PER: 12.5, "
+        "test CTC_PER: 9.47"
+    )
+    assert test == (
+        "test PER 12.50 % (attention beam search), CTC PER 9.47 % (greedy CTC)"
+    )
