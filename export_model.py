@@ -32,14 +32,21 @@ def parse_args(argv):
         "EncoderDecoderASR (offline, self-contained folder)."
     )
     parser.add_argument(
+        "--experiment_folder",
         "--from",
         dest="source",
         required=True,
         metavar="EXPERIMENT_DIR",
-        help="output folder of a train_teacher.py / train_kd.py run",
+        help="output folder of a train_teacher.py / train_kd.py run (--from is "
+        "the shorter spelling)",
     )
     parser.add_argument(
-        "--to", dest="target", required=True, metavar="MODEL_DIR", help="new folder"
+        "--output_folder",
+        "--to",
+        dest="target",
+        required=True,
+        metavar="MODEL_DIR",
+        help="the new model folder (--to is the shorter spelling)",
     )
     parser.add_argument(
         "--checkpoint",

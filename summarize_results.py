@@ -86,7 +86,10 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR")
-    parser.add_argument("--out", default=".", help="where the files go (default: .)")
+    parser.add_argument(
+        "--output_folder", "--out", dest="out", default=".",
+        help="where the files go (default: .; --out is the older spelling)",
+    )  # fmt: skip
     parser.add_argument("--title", default="Results")
     parser.add_argument(
         "--cost", action="store_true",

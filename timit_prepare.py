@@ -905,8 +905,16 @@ def _report(data, data_folder, split_dirs):
 def main(argv=None):
     """Command line entry point: ``timit_prepare.py DATA_FOLDER OUT_DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data_folder", help="TIMIT folder holding TRAIN and TEST")
-    parser.add_argument("out_dir", help="where train/valid/test.json are written")
+    parser.add_argument(
+        "data_folder",
+        help="the TIMIT folder holding TRAIN and TEST (any case; LDC, lower-case "
+        "or RIFF-copy layout)",
+    )
+    parser.add_argument(
+        "out_dir",
+        help="the folder where train.json, valid.json and test.json are written "
+        "(the stages' --output_folder does the same)",
+    )
     parser.add_argument("--phn_set", type=int, default=39, choices=(39, 48, 60, 61))
     parser.add_argument("--layout", choices=LAYOUTS, default=None)
     args = parser.parse_args(argv)

@@ -301,3 +301,13 @@ def test_transcribe_threads_option(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         transcribe.parse_args(["m", "f.wav", "--threads", "0"])
     assert "--threads must be 1 or more" in capsys.readouterr().err
+
+
+def test_export_takes_the_stages_folder_names_and_the_old_ones():
+    """Issue 24: --experiment_folder/--output_folder, as the stages name their
+    folders; --from/--to keep working."""
+    import export_model
+
+    new = export_model.parse_args(["--experiment_folder", "a", "--output_folder", "b"])
+    old = export_model.parse_args(["--from", "a", "--to", "b"])
+    assert (new.source, new.target) == (old.source, old.target) == ("a", "b")

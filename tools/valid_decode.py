@@ -149,7 +149,10 @@ def summary(copies, baseline):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_FOLDER")
-    parser.add_argument("--out", required=True, help="where the copies go")
+    parser.add_argument(
+        "--output_folder", "--out", dest="out", required=True,
+        help="where the copies go (--out is the older spelling)",
+    )  # fmt: skip
     parser.add_argument(
         "--baseline", help="configuration the others are tested against"
     )
