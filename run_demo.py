@@ -120,6 +120,13 @@ STRATEGIES = ("average", "best", "weighted", "top-k")
 # alone after the other two, 7 of the demo's 30 minutes on 2 cores.
 DEMO_STRATEGIES = ("best", "weighted")
 STUDENT_SEED = 2000  # train_kd.yaml's; seed i of --seeds N is STUDENT_SEED + i
+# The first line of a --quick RESULTS.md: its models are trained for one
+# epoch on 48 utterances, and their figures are no measurement of anything.
+SMOKE_RUN_NOTE = (
+    "**Smoke run (`--quick`): these figures are not results.** Tiny models, "
+    "one epoch, the tiny corpus: the run checks that every stage works; its "
+    "PERs (often above 100 %) and tests say nothing about distillation."
+)
 
 DEMO = {
     "preset": "demo_core",
@@ -608,6 +615,8 @@ def main(argv=None):
         f"students: {seeds_text}, width {args.student_width}, alpha "
         f"{KD_SETTINGS['alpha']}, temperature {KD_SETTINGS['temperature']}.",
     ]
+    if args.quick:
+        preamble.insert(0, SMOKE_RUN_NOTE)
     out = os.path.abspath(args.output_folder)
     table = write_results(runs, out, "Demo results", preamble, columns)
     say("\n" + table)

@@ -46,6 +46,11 @@ def test_quick_demo_table_has_a_number_for_every_model(quick_demo):
     out, proc = quick_demo
     rows = table_rows((out / "RESULTS.md").read_text())
     assert list(rows) == TEACHERS + STUDENTS
+    # A smoke run says so before its table (issue 24).
+    assert (
+        "Smoke run (`--quick`): these figures are not results."
+        in ((out / "RESULTS.md").read_text().split("|")[0])
+    )
     for name, cells in rows.items():
         # model | seeds | parameters | valid PER | test PER | test CTC PER |
         # valid change, last 3 epochs | wall time per run | checkpoint | RTF (CPU)

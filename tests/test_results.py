@@ -183,8 +183,8 @@ def test_verdict_pairs_seeds_and_comes_from_the_test(tmp_path):
         comparison["sentence"],
     )
     assert comparison["sentence"].endswith(
-        "x 2 seeds; lower in 1 of 2 seeds): no significant difference from the "
-        "baseline (p >= 0.05)."
+        "x 2 seeds; lower in 1 of 2 seeds): no significant difference from "
+        "student-baseline (p >= 0.05)."
     )
     assert notes(group_runs(runs), [comparison])[-1] == comparison["sentence"]
 
@@ -253,7 +253,8 @@ def test_summarize_results_tests_every_student_over_seeds(tmp_path):
     assert re.search(
         r"student-best vs student-baseline: -11\.17 PER points \(-35\.3 % relative; "
         r"95 % CI -1\d\.\d\d to -\d+\.\d\d, p < 0\.001, paired bootstrap over "
-        r"10 utterances x 3 seeds; lower in 3 of 3 seeds\): better than the baseline\.",
+        r"10 utterances x 3 seeds; lower in 3 of 3 seeds\): better than "
+        r"student-baseline\.",
         proc.stdout,
     )
     result = json.loads((out / "results.json").read_text())
