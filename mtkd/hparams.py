@@ -37,6 +37,11 @@ from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
 from mtkd.writable import cannot_write_message, check_output_folder
 
 MAX_BASE_DEPTH = 10
+# The recipe's own hparams/ folder: where a `base:` not found beside a copied
+# file is looked for.
+RECIPE_HPARAMS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams"
+)
 
 # Keys that were renamed: an old name on a command line or in a child file gets
 # an error that names the new one.
@@ -107,6 +112,21 @@ def _is_child_file(text):
     return any(re.match(r"base\s*:", line) for line in text.splitlines())
 
 
+def _base_path(child, base):
+    """Where ``base:`` of the file ``child`` points: relative to the child's
+    folder; if no such file, the recipe's own hparams/ folder, so that a copy
+    of train_kd.yaml edited elsewhere still finds teacher.yaml."""
+    beside = os.path.normpath(os.path.join(os.path.dirname(child), base))
+    recipe = os.path.join(RECIPE_HPARAMS, base)
+    if (
+        not os.path.isfile(beside)
+        and not os.path.isabs(base)
+        and os.path.isfile(recipe)
+    ):
+        return recipe
+    return beside
+
+
 def resolve_base(hparams_file, overrides=None):
     """Follows a ``base:`` chain.
 
@@ -117,8 +137,14 @@ def resolve_base(hparams_file, overrides=None):
     current = os.path.abspath(hparams_file)
     while True:
         if not os.path.isfile(current):
-            where = f" (the base of {chain[-1][0]})" if chain else ""
-            raise HparamsError(f"Hyperparameter file not found: {current}{where}")
+            if not chain:
+                raise HparamsError(f"Hyperparameter file not found: {current}")
+            raise HparamsError(
+                f"Hyperparameter file not found: {current} (the base of "
+                f"{chain[-1][0]}, whose `base:` is taken relative to its own "
+                f"folder, then in the recipe's {RECIPE_HPARAMS}). Write the "
+                f"base's full path there, e.g. `base: {RECIPE_HPARAMS}/teacher.yaml`."
+            )
         with open(current, encoding="utf-8") as f:
             text = f.read()
         if not _is_child_file(text):
@@ -127,7 +153,7 @@ def resolve_base(hparams_file, overrides=None):
         base = values.pop("base")
         added = _merge(values.pop("add", None) or {}, added)
         chain.append((current, values))
-        current = os.path.normpath(os.path.join(os.path.dirname(current), base))
+        current = _base_path(current, base)
         if len(chain) > MAX_BASE_DEPTH:
             raise HparamsError(f"{hparams_file}: `base:` chain deeper than 10 files")
     clash = sorted(k for k in added if re.search(rf"^{re.escape(k)}\s*:", text, re.M))

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,3 +181,19 @@ def test_repeated_command_line_option_last_wins(tmp_path):
         [TEACHERS[0], "--data_folder", str(tmp_path), "--lr", "0.1", "--lr", "0.2"]
     )
     assert loaded.hparams["lr"] == 0.2
+
+
+def test_a_copied_child_file_finds_its_base_or_says_how(tmp_path):
+    """Issue 24: train_kd.yaml copied elsewhere to edit still finds
+    teacher.yaml (the recipe's hparams/); a base found nowhere is named, with
+    the fix."""
+    copy = tmp_path / "my_kd.yaml"
+    shutil.copy(os.path.join(REPO, "hparams/train_kd.yaml"), copy)
+    base_file, _, values, sources = resolve_base(str(copy))
+    assert base_file == os.path.join(REPO, "hparams", "teacher.yaml")
+    assert sources[0] == str(copy) and values["dropout"] == 0.25
+    copy.write_text(copy.read_text().replace("base: teacher.yaml", "base: nope.yaml"))
+    with pytest.raises(HparamsError) as err:
+        resolve_base(str(copy))
+    assert str(tmp_path / "nope.yaml") in str(err.value)
+    assert f"base: {os.path.join(REPO, 'hparams')}/teacher.yaml" in str(err.value)
