@@ -19,7 +19,7 @@ import speechbrain as sb
 import speechbrain.utils.fetching
 import torch
 import torchaudio.functional
-from conftest import run_script
+from conftest import SCRIPT_ENV, run_script
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.utils.metric_stats import ErrorRateStats
@@ -311,3 +311,21 @@ def test_export_takes_the_stages_folder_names_and_the_old_ones():
     new = export_model.parse_args(["--experiment_folder", "a", "--output_folder", "b"])
     old = export_model.parse_args(["--from", "a", "--to", "b"])
     assert (new.source, new.target) == (old.source, old.target) == ("a", "b")
+
+
+def test_exported_folder_loads_from_another_working_directory(
+    exported, split_items, tmp_path
+):
+    """Issue 24: the documented snippet, run from a folder outside the recipe
+    with no PYTHONPATH (the recipe is installed editable by requirements.txt)."""
+    wav = split_items[0]["wav"]
+    snippet = (
+        "from speechbrain.inference.ASR import EncoderDecoderASR\n"
+        f"asr = EncoderDecoderASR.from_hparams(source={exported!r}, "
+        f"savedir={str(tmp_path / 'cache')!r})\n"
+        f"print(asr.transcribe_file({wav!r}))\n"
+    )
+    env = {k: v for k, v in SCRIPT_ENV.items() if k != "PYTHONPATH"}
+    proc = run_script(["-c", snippet], cwd=str(tmp_path), env=env)
+    phones = proc.stdout.strip().splitlines()[-1].split()
+    assert phones and all(p.isalpha() or p.startswith("<") for p in phones)
