@@ -30,12 +30,18 @@ import speechbrain as sb
 from mtkd import cluster
 from mtkd.data import SPLITS, prepare_datasets, prepare_manifests
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
+from mtkd.stage_help import print_help_if_asked
 from mtkd.store import report_store, write_store
 from mtkd.teachers import (
     check_run_labels,
     check_teacher_list,
     load_teacher,
     pipeline_label_keys,
+)
+
+# The keys --help lists when no YAML file is named.
+HELP_HPARAMS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "hparams/save_teachers.yaml"
 )
 
 
@@ -52,6 +58,10 @@ def make_loaders(hparams, datasets):
 
 
 def main(argv):
+    if print_help_if_asked(
+        argv, "save_teachers.py", HELP_HPARAMS, __doc__.split("\n\n")[0]
+    ):
+        return
     loaded = load_hparams(argv)
     hparams = loaded.hparams
     device = cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU

@@ -42,8 +42,14 @@ from mtkd.distill import (
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
+from mtkd.stage_help import print_help_if_asked
 from mtkd.store import TeacherStore
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
+
+# The keys --help lists when no YAML file is named.
+HELP_HPARAMS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "hparams/train_kd.yaml"
+)
 
 
 def check_kd_keys(hparams):
@@ -62,6 +68,9 @@ def check_kd_keys(hparams):
 
 
 def main(argv):
+    summary = __doc__.split("\n\n")[0]
+    if print_help_if_asked(argv, "train_kd.py", HELP_HPARAMS, summary):
+        return
     loaded = load_hparams(argv)
     hparams = loaded.hparams
     check_kd_keys(hparams)

@@ -22,6 +22,7 @@ checkpoint.
 Authors: the project's engineers (after Gao, Parcollet & Lane, 2020).
 """
 
+import os
 import sys
 
 import speechbrain as sb
@@ -33,9 +34,19 @@ from mtkd.data import prepare_datasets, prepare_manifests, train_loader_kwargs
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
+from mtkd.stage_help import print_help_if_asked
+
+# The keys --help lists when no YAML file is named.
+HELP_HPARAMS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "hparams/teachers/tea0.yaml"
+)
 
 
 def main(argv):
+    if print_help_if_asked(
+        argv, "train_teacher.py", HELP_HPARAMS, __doc__.split("\n\n")[0]
+    ):
+        return
     loaded = load_hparams(argv)
     hparams = loaded.hparams
     cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU

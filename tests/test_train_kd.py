@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL
+from conftest import REPO, TINY_MODEL, run_script
 
 import train_kd
 from mtkd import RecipeError
@@ -220,3 +220,22 @@ def test_alpha_0_continues_a_teacher_on_the_labels_alone(
     )
     assert float(parts["loss"]) == pytest.approx(expected, rel=0.02)
     assert not os.path.exists(os.path.join(out, "teacher_weights.jsonl"))
+
+
+def test_help_lists_the_recipe_keys_and_sorted_speechbrain_options():
+    """Issue 24: each stage's --help shows its YAML keys with their defaults,
+    then SpeechBrain's run options in a fixed (sorted) order."""
+    first = run_script(["train_kd.py", "--help"]).stdout
+    second = run_script(["train_kd.py", "--help"]).stdout
+    assert first == second  # SpeechBrain alone prints its options in any order
+    assert first.startswith("usage: python train_kd.py HPARAMS.yaml")
+    recipe, options = first.split("SpeechBrain's run options:")
+    keys = dict(
+        line.split(None, 1) for line in recipe.splitlines() if line.startswith("  --")
+    )
+    assert keys["--alpha"].strip() == "1.0" and keys["--strategy"].strip() == "best"
+    assert keys["--data_folder"].strip() == "(required)"
+    assert keys["--cnn_channels"].strip() == "[128, 256]"
+    names = re.findall(r"^  (--\w+)", options, re.M)
+    assert "--device" in names and "--precision" in names
+    assert names == sorted(names, key=lambda n: n.lstrip("-").lower())
