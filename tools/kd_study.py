@@ -369,6 +369,37 @@ def study_command(args):
     return shlex.join(argv)
 
 
+def paper_comparisons(groups, by_name):
+    """The paper's own comparison for the ``paper`` group: each configuration
+    (the control included) against the teacher that started it, as trained.
+    That teacher is one run: every student seed is paired with it, so the
+    test covers the utterances and the students' seeds, not the teacher's."""
+    teacher = by_name.get(PAPER_INIT)
+    if teacher is None:
+        return []
+    out = []
+    for group in groups:
+        if not group["name"].startswith("paper-"):
+            continue
+        seeds = group["seeds"]
+        result = paired_bootstrap(
+            [run_edit_counts(teacher["runs"][0]["folder"])] * len(seeds),
+            [run_edit_counts(r["folder"]) for r in group["runs"]],
+        )
+        out.append(
+            {
+                "name": group["name"],
+                "baseline": PAPER_INIT,
+                "pairs": [[teacher["seeds"][0], s] for s in seeds],
+                "result": result,
+                "sentence": describe(
+                    group["name"], f"{PAPER_INIT} (as trained)", result
+                ),
+            }
+        )
+    return out
+
+
 def summarize(args, jobs, say):
     """RESULTS.md, results.json and valid_per.png of the finished runs, in the
     output folder and in ``--docs_folder``: teachers, then every configuration
@@ -412,6 +443,7 @@ def summarize(args, jobs, say):
                 "sentence": describe(group["name"], baseline["name"], result),
             }
         )
+    comparisons += paper_comparisons(groups, by_name)
     sentences = notes(groups, comparisons)
     done, total = sum(job.is_done() for job in jobs), len(jobs)
     lines = [
