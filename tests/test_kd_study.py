@@ -173,3 +173,32 @@ def test_progress_lines_name_both_pers_as_percentages():
     assert test == (
         "test PER 12.50 % (attention beam search), CTC PER 9.47 % (greedy CTC)"
     )
+
+
+def test_summary_of_the_paper_group_compares_with_the_control_and_tea0(tmp_path):
+    """paper-best against paper-labels-only (same start, labels only) and
+    against tea0 as trained (the paper's comparison, tea0's one run paired
+    with each student seed)."""
+    make_run(tmp_path / "teachers" / "tea0", name="tea0", seed=1000,
+             edits=[4] * 10)  # fmt: skip
+    for config, edits in (("paper-labels-only", 6), ("paper-best", 5)):
+        for i in range(2):
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i, kd=True,
+                     edits=[edits] * 10)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "paper", "--seeds", "2",
+                      "--models", "paper-labels-only", "paper-best",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {(c["name"], c["baseline"]): c for c in result["comparisons"]}
+    control = compared[("paper-best", "paper-labels-only")]
+    assert control["result"]["difference"] == pytest.approx(-5.0)  # 25 vs 30 %
+    versus_tea0 = compared[("paper-best", "tea0")]
+    assert versus_tea0["result"]["difference"] == pytest.approx(5.0)  # 25 vs 20 %
+    assert versus_tea0["pairs"] == [[1000, 2000], [1000, 2001]]
+    assert ("paper-labels-only", "tea0") in compared
+    assert (
+        "paper-best vs tea0 (as trained): +5.00 PER points"
+        in (tmp_path / "docs" / "RESULTS.md").read_text()
+    )
