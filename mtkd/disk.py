@@ -1,4 +1,4 @@
-"""A full disk, told once and plainly.
+"""Files on disk: a full disk, told once and plainly; checksums of files.
 
 A full disk shows itself in many disguises: ``OSError`` with errno ENOSPC (or
 EDQUOT, a quota), an h5py ``OSError``/``RuntimeError`` whose text carries
@@ -13,6 +13,7 @@ the same command resumes once space is freed.
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import sys
@@ -114,3 +115,14 @@ def unraisable_disk_full():
         yield caught
     finally:
         sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
+
+
+def file_checksum(paths, chunk=1 << 22):
+    """sha256 (hex) over the bytes of ``paths`` in order: a teacher's identity
+    (its weights, statistics and config), a store part's checksum."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()

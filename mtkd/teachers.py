@@ -16,7 +16,6 @@ together, and the teacher-forced decoder is batched with masked attention.
 The result of an utterance is then the same whatever batch it came in.
 """
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from mtkd import RecipeError
+from mtkd.disk import file_checksum
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR, make_features
 from mtkd.runs import RunFolder, best_checkpoint_model_path
 
@@ -274,16 +274,6 @@ def check_run_labels(label_encoder, files):
             "differs from the one this recipe builds for its phn_set (labels or "
             "order). Retrain the teachers with this version of the recipe."
         )
-
-
-def file_checksum(paths, chunk=1 << 22):
-    """sha256 (hex) over the bytes of ``paths`` in order: a teacher's identity."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -140,21 +140,15 @@ def configurations():
         ("paper-labels-only", "paper", "t3", 1.0,
          {**paper, "strategy": "best", "alpha": 0.0})
     )  # fmt: skip
-    for strategy in ("best", "weighted"):
-        configs.append(
-            (f"paper-{strategy}", "paper", "t3", 1.0,
-             {**paper, "strategy": strategy, "alpha": 1.0})
-        )  # fmt: skip
-    for strategy in ("best", "weighted"):
-        configs.append(
-            (f"paper-{strategy}-alpha0.5", "paper", "t3", 1.0,
-             {**paper, "strategy": strategy, "alpha": 0.5})
-        )  # fmt: skip
-    for strategy in ("best", "weighted"):
-        configs.append(
-            (f"paper-{strategy}-10teachers", "paper", "t10", 1.0,
-             {**paper, "strategy": strategy, "alpha": 1.0})
-        )  # fmt: skip
+    # (name suffix, teacher set, alpha): the paper's, its alpha 0.5 variant,
+    # and the same from all ten teachers.
+    variants = (("", "t3", 1.0), ("-alpha0.5", "t3", 0.5), ("-10teachers", "t10", 1.0))
+    for suffix, teachers, alpha in variants:
+        for strategy in ("best", "weighted"):
+            configs.append(
+                (f"paper-{strategy}{suffix}", "paper", teachers, 1.0,
+                 {**paper, "strategy": strategy, "alpha": alpha})
+            )  # fmt: skip
     return configs
 
 

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from mtkd import RecipeError
+from mtkd.disk import file_checksum
 
 FORMAT_NAME = "mtkd-teacher-store"
 FORMAT_VERSION = 1
@@ -186,32 +187,31 @@ def read_part_header(path):
             indices = [int(i) for i in f.attrs["teacher_indices"]]
     except StoreError:
         raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-        # Damaged bytes surface as any of these from h5py or json.
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise StoreError(
-            f"{path} cannot be read as a teacher store part ({reason}): the file "
-            "is damaged. Write it again with save_teachers.py (--overwrite True), "
-            "or restore it."
-        ) from None
+    except READ_ERRORS as err:
+        raise damaged_part(path, err) from None
     for key in RETIRED_SETTINGS:
         meta["settings"].pop(key, None)
     return meta, indices
 
 
-def file_sha256(path, chunk=1 << 22):
-    """sha256 (hex) of one file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+# What h5py and json raise on a part file whose bytes are damaged.
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def damaged_part(path, err):
+    """The StoreError for a part file that ``err`` could not be read from."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return StoreError(
+        f"{path} cannot be read as a teacher store part ({reason}): the file is "
+        "damaged. Write it again with save_teachers.py (--overwrite True), or "
+        "restore it."
+    )
 
 
 def write_part_checksum(written, path):
     """Writes ``path + CHECKSUM_SUFFIX`` for the bytes of ``written`` (the
     finished ``.partial`` file that is renamed to ``path`` next)."""
-    line = f"{file_sha256(written)}  {os.path.basename(path)}\n"
+    line = f"{file_checksum([written])}  {os.path.basename(path)}\n"
     tmp = path + CHECKSUM_SUFFIX + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(line)
@@ -226,7 +226,7 @@ def verify_part_checksum(path):
         return False
     with open(sidecar, encoding="utf-8") as f:
         expected = (f.read().split() or [""])[0]
-    if file_sha256(path) != expected:
+    if file_checksum([path]) != expected:
         raise StoreError(
             f"{path} does not match its checksum ({sidecar}): the file was "
             "damaged or changed after it was written. Write this part again "

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from mtkd.store.format import (
+    READ_ERRORS,
     StoreError,
     complete_part_files,
+    damaged_part,
     manifest_info,
     partial_part_files,
     read_part_header,
@@ -313,13 +315,8 @@ class TeacherStore:
         decompression errors, inside a data-loading worker)."""
         try:
             return self._file(p)[split]["att_dist"][start : start + count]
-        except (OSError, RuntimeError, KeyError, ValueError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise StoreError(
-                f"{self.files[p]} cannot be read ({reason}): the part is damaged. "
-                "Write it again with save_teachers.py (--overwrite True), or "
-                "restore the file."
-            ) from None
+        except READ_ERRORS as err:
+            raise damaged_part(self.files[p], err) from None
 
     # ------------------------------------------------------------ summary
     def summary(self):
@@ -370,9 +367,8 @@ def _read_split_index(path, split, names):
         return _read_split_arrays(path, split, names, fix)
     except StoreError:
         raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise StoreError(f"{path} cannot be read ({reason}). {fix}") from None
+    except READ_ERRORS as err:
+        raise damaged_part(path, err) from None
 
 
 def _read_split_arrays(path, split, names, fix):
