@@ -100,15 +100,24 @@ class ASRBrain(sb.Brain):
             phns, phn_lens = batch.phn_encoded
             decode = self.label_encoder.decode_ndim
             self.per_metrics.append(
-                batch.id, predictions.hyps, phns, None, phn_lens, decode
-            )
+                batch.id, self.phones_only(predictions.hyps), phns, None,
+                phn_lens, decode,
+            )  # fmt: skip
             ctc_hyps = ctc_greedy_decode(
                 predictions.p_ctc, predictions.wav_lens, self.hparams.blank_index
             )
             self.ctc_per_metrics.append(
-                batch.id, ctc_hyps, phns, None, phn_lens, decode
+                batch.id, self.phones_only(ctc_hyps), phns, None, phn_lens, decode
             )
         return loss
+
+    def phones_only(self, hyps):
+        """Hypotheses (lists of label ids) without bos, eos and blank: a
+        special label the decoder emits is no phone, so it is neither scored
+        nor transcribed (``mtkd_tools.export.PhoneTokenizer`` drops it too)."""
+        hp = self.hparams
+        special = {hp.bos_index, hp.eos_index, hp.blank_index}
+        return [[int(t) for t in hyp if int(t) not in special] for hyp in hyps]
 
     def log_loss_part(self, name, value):
         """Accumulates one named part of the loss for this stage's averages."""

@@ -81,15 +81,22 @@ class PhoneTokenizer(CTCTextEncoder):
     """The run's label encoder, with the ``decode_ids`` that EncoderDecoderASR
     calls: label indices -> phones separated by single spaces.
 
-    Every index is decoded as it is (a special label such as ``<blank>`` that
-    the decoder emits is kept), exactly as the training script scores it.
+    A special label the decoder emits (``<bos>``, ``<eos>``, ``<blank>``) is
+    no phone: it is left out, as the training script leaves it out of the
+    PER it reports (``ASRBrain.phones_only``).
     """
 
     def decode_ids(self, ids):
-        """[3, 4, 41] (list or tensor) -> "aa ae z" (the 39-phone labels)."""
+        """[3, 4, 0, 41] (list or tensor) -> "aa ae z" (the 39-phone labels)."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        return " ".join(self.ind2lab[int(i)] for i in ids)
+        labels = (self.ind2lab[int(i)] for i in ids)
+        return " ".join(label for label in labels if not _is_special(label))
+
+
+def _is_special(label):
+    """``<bos>``, ``<eos>``, ``<blank>``: the labels that are no phone."""
+    return label.startswith("<") and label.endswith(">")
 
 
 def make_searcher(

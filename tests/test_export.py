@@ -329,3 +329,17 @@ def test_exported_folder_loads_from_another_working_directory(
     proc = run_script(["-c", snippet], cwd=str(tmp_path), env=env)
     phones = proc.stdout.strip().splitlines()[-1].split()
     assert phones and all(p.isalpha() or p.startswith("<") for p in phones)
+
+
+def test_special_labels_are_never_transcribed():
+    """Issue 24: <bos>, <eos>, <blank> emitted by a decoder are no phones."""
+    from mtkd_tools.export import PhoneTokenizer
+
+    tokenizer = PhoneTokenizer()
+    tokenizer.insert_bos_eos(
+        bos_label="<bos>", eos_label="<eos>", bos_index=0, eos_index=1
+    )
+    tokenizer.insert_blank(blank_label="<blank>", index=2)
+    tokenizer.update_from_iterable([["aa", "ae", "z"]], sequence_input=True)
+    assert tokenizer.decode_ids([3, 0, 4, 2, 1, 5]) == "aa ae z"
+    assert tokenizer.decode_ids(torch.tensor([0, 0])) == ""
