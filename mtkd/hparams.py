@@ -33,8 +33,11 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from mtkd import RecipeError, cluster
+from mtkd.data import SORTINGS
 from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
+from mtkd.model import DECODER_RNNS, ENCODER_RNNS
 from mtkd.writable import cannot_write_message, check_output_folder
+from timit_prepare import PHONE_SETS
 
 MAX_BASE_DEPTH = 10
 # The recipe's own hparams/ folder: where a `base:` not found beside a copied
@@ -223,13 +226,13 @@ FRACTION_KEYS = frozenset(
     annealing_factor
     """.split()
 )
-# Keys with a closed set of values (what the code that reads them accepts).
+# Keys with a closed set of values: those of the code that reads them.
 CHOICES = {
-    "selection_metric": ("PER", "CTC_PER"),
-    "enc_rnn_type": ("ligru", "lstm", "gru"),
-    "dec_rnn_type": ("gru", "lstm"),
-    "sorting": ("ascending", "descending", "random"),
-    "phn_set": (39, 48, 60, 61),
+    "selection_metric": ("PER", "CTC_PER"),  # the valid stats ASRBrain logs
+    "enc_rnn_type": tuple(ENCODER_RNNS),
+    "dec_rnn_type": DECODER_RNNS,
+    "sorting": SORTINGS,
+    "phn_set": tuple(sorted(PHONE_SETS)),
 }
 RANGE_KEYS = INTEGER_KEYS | POSITIVE_KEYS | NON_NEGATIVE_KEYS | FRACTION_KEYS
 

@@ -18,6 +18,7 @@ from speechbrain.lobes.models.CRDNN import CRDNN
 from speechbrain.nnet.RNN import GRU, LSTM, LiGRU
 
 ENCODER_RNNS = {"ligru": LiGRU, "lstm": LSTM, "gru": GRU}
+DECODER_RNNS = ("gru", "lstm")  # SpeechBrain's AttentionalRNNDecoder cells
 
 # Written beside the label encoder in each run's save folder.
 MODEL_CONFIG_FILE = "model_config.json"
@@ -72,7 +73,7 @@ class CTCAttentionASR(torch.nn.Module):
                 f"enc_rnn_type must be one of {sorted(ENCODER_RNNS)}, "
                 f"got {enc_rnn_type!r}"
             )
-        if dec_rnn_type not in ("gru", "lstm"):
+        if dec_rnn_type not in DECODER_RNNS:
             raise ValueError(f"dec_rnn_type must be gru or lstm, got {dec_rnn_type!r}")
         self.config = {
             "n_mels": n_mels,
