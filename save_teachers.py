@@ -9,6 +9,12 @@ test, the store keeps the greedy CTC hypothesis, the teacher-forced attention
 distributions and both per-utterance PERs, keyed by utterance ID: the student
 (stage 3) reads them with any batch size or order and never runs a teacher.
 
+``--unlabelled SOURCE`` (``timit_sa``, a folder of audio, or a manifest with
+``wav`` and ``duration``) also writes the store's unlabelled part: every
+teacher on that audio, teacher-forced on the consensus of their hypotheses
+(docs/stages.md "Audio without transcripts"). It needs every teacher of the
+list in one run; ``--teacher_index`` array tasks leave it to such a run.
+
 ``--teacher_index K`` (one SLURM array task per teacher) or ``--teacher_indices
 "[0,3]"`` writes only those teachers' part; parts already complete are skipped,
 so a killed run resumes when the same command is run again. The store summary
@@ -28,10 +34,17 @@ import sys
 import speechbrain as sb
 
 from mtkd import cluster
-from mtkd.data import SPLITS, prepare_datasets, prepare_manifests
+from mtkd.data import (
+    SPLITS,
+    load_unlabelled_dataset,
+    prepare_datasets,
+    prepare_manifests,
+    prepare_unlabelled_manifest,
+)
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.stage_help import print_help_if_asked
 from mtkd.store import report_store, write_store
+from mtkd.store.unlabelled import write_unlabelled_part
 from mtkd.teachers import (
     check_run_labels,
     check_teacher_list,
@@ -55,6 +68,37 @@ def make_loaders(hparams, datasets):
         )
         for split in SPLITS
     }
+
+
+def write_unlabelled(hparams, list_file, files, load, device, run_opts):
+    """The store's unlabelled part (every teacher at once: the consensus needs
+    all their hypotheses); an array task for some teachers leaves it."""
+    prepare_unlabelled_manifest(hparams)
+    if hparams["teacher_index"] is not None or hparams["teacher_indices"] is not None:
+        print(
+            "The unlabelled part needs every teacher in one run: once the "
+            "array's parts are written, run this command again without "
+            "--teacher_index / --teacher_indices (the parts are reused)."
+        )
+        return
+    data = load_unlabelled_dataset(hparams)
+    loader = sb.dataio.dataloader.make_dataloader(
+        data, batch_size=hparams["batch_size"], num_workers=hparams["num_workers"]
+    )
+    write_unlabelled_part(
+        hparams["store_folder"],
+        list_file,
+        files,
+        hparams["unlabelled_annotation"],
+        loader,
+        load,
+        temperature=hparams["temperature"],
+        att_dist_dtype=hparams["att_dist_dtype"],
+        compression=hparams["store_compression"],
+        overwrite=hparams["overwrite"],
+        autocast=lambda: cluster.autocast(device, run_opts["precision"]),
+        progress=not run_opts["noprogressbar"],
+    )
 
 
 def main(argv):
@@ -101,6 +145,8 @@ def main(argv):
         autocast=lambda: cluster.autocast(device, loaded.run_opts["precision"]),
         progress=progress,
     )
+    if hparams["unlabelled"]:
+        write_unlabelled(hparams, list_file, files, load, device, loaded.run_opts)
     report_store(
         hparams["store_folder"],
         hparams["summary_file"],

@@ -12,12 +12,19 @@ Teacher targets are looked up by utterance ID, so any batch size, order
 stops before training if the store does not match this run's data or labels.
 Valid (greedy) and test (beam) are scored on the reference alone, as a teacher.
 
+``--unlabelled SOURCE`` (as given to save_teachers.py) adds audio without
+transcripts: the store's unlabelled part gives its targets, and each such
+utterance is learnt from the teachers (``unlabelled_alpha`` 1), from their
+consensus as a hard label (0: self-training), or both. ``data_seen.json`` in
+the output folder records how much of each the run trained on.
+
 Several GPUs: ``torchrun --nproc_per_node=G train_kd.py ...`` (SpeechBrain DDP).
 SIGUSR1 or SIGTERM (a SLURM time limit or pre-emption, see ``slurm/``) saves
 a checkpoint at the next batch and exits with status 75; the same command
 resumes there.
 """
 
+import json
 import os
 import sys
 
@@ -29,6 +36,7 @@ from mtkd.data import (
     BASE_OUTPUT_KEYS,
     prepare_datasets,
     prepare_manifests,
+    prepare_unlabelled_manifest,
     train_loader_kwargs,
 )
 from mtkd.distill import (
@@ -37,7 +45,9 @@ from mtkd.distill import (
     KDBrain,
     add_teacher_pipeline,
     check_store_matches,
+    check_unlabelled_store,
     load_pretrained_encoder,
+    mixed_train_manifest,
 )
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
@@ -63,8 +73,40 @@ def check_kd_keys(hparams):
         raise HparamsError(f"strategy must be one of {STRATEGIES}")
     if hparams["weight_scope"] not in WEIGHT_SCOPES:
         raise HparamsError(f"weight_scope must be one of {WEIGHT_SCOPES}")
-    if not 0.0 <= hparams["alpha"] <= 1.0:
-        raise HparamsError(f"alpha must be in [0, 1], got {hparams['alpha']}")
+    for key in ("alpha", "unlabelled_alpha"):
+        if not 0.0 <= hparams[key] <= 1.0:
+            raise HparamsError(f"{key} must be in [0, 1], got {hparams[key]}")
+
+
+def training_data(hparams, store):
+    """The hparams the datasets are built from: this run's, with train
+    replaced by train + the unlabelled audio when ``unlabelled`` is set (the
+    manifest written to ``mixed_train_annotation``, its amounts to
+    ``data_seen.json``)."""
+    if not hparams["unlabelled"]:
+        return hparams
+    prepare_unlabelled_manifest(hparams)
+    pseudo_refs = check_unlabelled_store(store, hparams)
+    seen = {}
+
+    def write():
+        seen.update(
+            mixed_train_manifest(
+                hparams["train_annotation"],
+                hparams["unlabelled_annotation"],
+                pseudo_refs,
+                store.label_encoder_labels,
+                hparams["mixed_train_annotation"],
+            )
+        )
+        seen["unlabelled_alpha"] = hparams["unlabelled_alpha"]
+        path = os.path.join(hparams["output_folder"], "data_seen.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(seen, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    run_on_main(write)
+    return {**hparams, "train_annotation": hparams["mixed_train_annotation"]}
 
 
 def main(argv):
@@ -80,10 +122,12 @@ def main(argv):
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)
-    datasets, label_encoder = prepare_datasets(hparams)
     store = TeacherStore(hparams["tea_infer_dir"])
+    datasets, label_encoder = prepare_datasets(training_data(hparams, store))
     check_store_matches(store, hparams, label_encoder)
-    add_teacher_pipeline(datasets["train"], store)
+    add_teacher_pipeline(
+        datasets["train"], store, None if hparams["unlabelled"] else "train"
+    )
     sb.dataio.dataset.set_output_keys(
         [datasets["train"]], BASE_OUTPUT_KEYS + [TEACHER_KEY]
     )

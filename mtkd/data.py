@@ -12,6 +12,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from mtkd import RecipeError
 from timit_prepare import PHONE_SETS, prepare_timit
+from unlabelled_prepare import prepare_unlabelled
 
 SPLITS = ("train", "valid", "test")
 TIMIT_SAMPLE_RATE = 16000  # Hz; stages without a `sample_rate` key use it
@@ -38,6 +39,35 @@ def prepare_manifests(hparams):
             "sample_rate": hparams.get("sample_rate", TIMIT_SAMPLE_RATE),
         },
     )
+
+
+def prepare_unlabelled_manifest(hparams):
+    """Writes ``unlabelled_annotation`` from the source ``unlabelled`` (main
+    process only): ``timit_sa``, a folder of audio or a manifest, checked like
+    the corpus and refused where it overlaps train, valid or test
+    (``unlabelled_prepare.py``). Skips itself when already prepared."""
+    run_on_main(
+        prepare_unlabelled,
+        kwargs={
+            "source": hparams["unlabelled"],
+            "save_json": hparams["unlabelled_annotation"],
+            "data_folder": hparams["data_folder"],
+            "labelled": [hparams[f"{split}_annotation"] for split in SPLITS],
+            "sample_rate": hparams.get("sample_rate", TIMIT_SAMPLE_RATE),
+        },
+    )
+
+
+def load_unlabelled_dataset(hparams):
+    """The unlabelled manifest as a dataset giving ``id`` and ``sig`` only,
+    sorted by duration (its teachers' targets do not depend on the order)."""
+    data = sb.dataio.dataset.DynamicItemDataset.from_json(
+        json_path=hparams["unlabelled_annotation"],
+        replacements={"data_root": hparams["data_folder"]},
+    ).filtered_sorted(sort_key="duration")
+    add_audio_pipeline([data], hparams.get("sample_rate", TIMIT_SAMPLE_RATE))
+    sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
+    return data
 
 
 def load_datasets(hparams):

@@ -9,15 +9,17 @@ the supervised losses with the distillation losses of ``mtkd.strategies``.
 
 import json
 import os
+from types import SimpleNamespace
 
 import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
 from mtkd import RecipeError
-from mtkd.brain import ASRBrain
+from mtkd.brain import ASRBrain, Predictions
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import collate_teacher_targets
+from mtkd.store.format import UNLABELLED
 from mtkd.strategies import (
     ctc_kd_loss,
     kd_objective,
@@ -28,31 +30,54 @@ from mtkd.strategies import (
 )
 
 TEACHER_KEY = "teacher"
+UNLABELLED_KEY = "unlabelled"
 
 
 class KDBatch(PaddedBatch):
     """A PaddedBatch plus ``.teacher``: the store's targets, padded (see
     ``collate_teacher_targets``: ``ctc_hyps`` [B, N, H], ``ctc_hyp_lens`` [B, N],
-    ``att_dist`` [B, N, L+1, V], ``ctc_per`` / ``att_per`` [B, N])."""
+    ``att_dist`` [B, N, L+1, V], ``ctc_per`` / ``att_per`` [B, N]), and
+    ``.unlabelled`` [B] bool: which utterances are unlabelled audio, whose
+    ``phn_encoded`` is the teachers' consensus."""
 
     def __init__(self, examples, *args, **kwargs):
         targets = [example.pop(TEACHER_KEY) for example in examples]
+        flags = [bool(target.pop(UNLABELLED_KEY, False)) for target in targets]
         super().__init__(examples, *args, **kwargs)
         self.teacher = collate_teacher_targets(targets)
+        self.unlabelled = torch.tensor(flags, dtype=torch.bool)
 
     def to(self, *args, **kwargs):
         moved = super().to(*args, **kwargs)
         moved.teacher = {k: v.to(*args, **kwargs) for k, v in self.teacher.items()}
+        moved.unlabelled = self.unlabelled.to(*args, **kwargs)
         return moved
 
     def pin_memory(self):
         pinned = super().pin_memory()
         pinned.teacher = {k: v.pin_memory() for k, v in self.teacher.items()}
+        pinned.unlabelled = self.unlabelled.pin_memory()
         return pinned
 
 
 def add_teacher_pipeline(train_data, store, split="train"):
-    """Adds the ``teacher`` item (one store lookup per utterance) to ``train_data``."""
+    """Adds the ``teacher`` item (one store lookup per utterance) to ``train_data``.
+
+    ``split`` None: each entry's ``kd_split`` says where its targets are
+    (``train``, or ``unlabelled`` for the audio of ``mixed_train_manifest``).
+    """
+    if split is None:
+
+        @sb.utils.data_pipeline.takes("id", "kd_split")
+        @sb.utils.data_pipeline.provides(TEACHER_KEY)
+        def mixed_pipeline(utt_id, kd_split):
+            return {
+                **store.get(kd_split, utt_id),
+                UNLABELLED_KEY: kd_split == UNLABELLED,
+            }
+
+        sb.dataio.dataset.add_dynamic_item([train_data], mixed_pipeline)
+        return
 
     @sb.utils.data_pipeline.takes("id")
     @sb.utils.data_pipeline.provides(TEACHER_KEY)
@@ -60,6 +85,61 @@ def add_teacher_pipeline(train_data, store, split="train"):
         return store.get(split, utt_id)
 
     sb.dataio.dataset.add_dynamic_item([train_data], teacher_pipeline)
+
+
+def check_unlabelled_store(store, hparams):
+    """The unlabelled utterances of this run, each with its pseudo-reference:
+    {utt_id: [L] label ids}. Stops if the store has no unlabelled part or
+    lacks one of the manifest's utterances."""
+    where = hparams["tea_infer_dir"]
+    if not store.has_unlabelled:
+        raise RecipeError(
+            f"unlabelled is set ({hparams['unlabelled']}) but the teacher store "
+            f"{where} has no unlabelled part: write it with save_teachers.py "
+            f"--unlabelled {hparams['unlabelled']} (same teacher list and "
+            "store folder; its labelled parts are reused)."
+        )
+    with open(hparams["unlabelled_annotation"], encoding="utf-8") as f:
+        wanted = json.load(f)
+    store.check_holds(UNLABELLED, wanted)
+    return {utt_id: store.pseudo_reference(utt_id) for utt_id in wanted}
+
+
+def mixed_train_manifest(train_json, unlabelled_json, pseudo_refs, labels, out_json):
+    """Writes the student's training manifest: train's entries, then the
+    unlabelled audio with its consensus as ``phn``; ``kd_split`` says which
+    split of the store holds each utterance's targets.
+
+    ``pseudo_refs``: {utt_id: label ids}; ``labels``: the store's labels
+    (``labels[i]`` is label id i). An utterance whose consensus is empty (no
+    teacher heard a phone) is left out. Returns the counts and hours of each
+    kind, for the run's record.
+    """
+    with open(train_json, encoding="utf-8") as f:
+        entries = {k: {**v, "kd_split": "train"} for k, v in json.load(f).items()}
+    with open(unlabelled_json, encoding="utf-8") as f:
+        unlabelled = json.load(f)
+    seen = {"labelled": _amount(entries.values()), "unlabelled_empty_consensus": 0}
+    used = []
+    for utt_id, entry in unlabelled.items():
+        ref = [labels[int(i)] for i in pseudo_refs[utt_id]]
+        if not ref:
+            seen["unlabelled_empty_consensus"] += 1
+            continue
+        entries[utt_id] = {**entry, "phn": " ".join(ref), "kd_split": UNLABELLED}
+        used.append(entries[utt_id])
+    seen["unlabelled"] = _amount(used)
+    tmp = out_json + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(entries, f, indent=1)
+    os.replace(tmp, out_json)
+    return seen
+
+
+def _amount(entries):
+    entries = list(entries)
+    hours = sum(float(e["duration"]) for e in entries) / 3600.0
+    return {"utterances": len(entries), "hours": round(hours, 4)}
 
 
 def check_store_matches(store, hparams, label_encoder):
@@ -160,11 +240,51 @@ class KDBrain(ASRBrain):
         self.weight_sums = {}
 
     def combine_losses(self, loss_ctc, loss_seq, predictions, batch, stage):
-        if stage != sb.Stage.TRAIN or self.hparams.alpha == 0:
-            # alpha 0: the labels alone, exactly a teacher's objective (the
-            # control of a distilled student started from the same checkpoint).
+        if stage != sb.Stage.TRAIN:
             return super().combine_losses(loss_ctc, loss_seq, predictions, batch, stage)
-        hp, targets = self.hparams, batch.teacher
+        hp = self.hparams
+        unlabelled = getattr(batch, "unlabelled", None)
+        if unlabelled is None or not bool(unlabelled.any()):
+            _, eos_lens = batch.phn_encoded_eos
+            return self._objective(
+                loss_ctc, loss_seq, predictions, batch.teacher, eos_lens, hp.alpha
+            )
+        # A batch with unlabelled audio: its labelled and its unlabelled
+        # utterances each get their own objective (alpha, unlabelled_alpha;
+        # a strategy's batch weights from each group's own PERs), weighted by
+        # their share of the batch. Slicing keeps the padded widths, so the
+        # relative lengths stay valid.
+        total = 0.0
+        for mask, alpha in ((~unlabelled, hp.alpha), (unlabelled, hp.unlabelled_alpha)):
+            index = mask.nonzero().squeeze(1)
+            if index.numel() == 0:
+                continue
+            part = Predictions(
+                predictions.p_ctc.index_select(0, index),
+                predictions.p_seq.index_select(0, index),
+                predictions.wav_lens.index_select(0, index),
+                None,
+            )
+            labels = SimpleNamespace(
+                phn_encoded=_rows(batch.phn_encoded, index),
+                phn_encoded_eos=_rows(batch.phn_encoded_eos, index),
+            )
+            sup_ctc, sup_seq = self.supervised_losses(part, labels)
+            teacher = {k: v.index_select(0, index) for k, v in batch.teacher.items()}
+            share = index.numel() / len(unlabelled)
+            total = total + share * self._objective(
+                sup_ctc, sup_seq, part, teacher, labels.phn_encoded_eos[1], alpha
+            )
+        return total
+
+    def _objective(self, sup_ctc, sup_seq, predictions, targets, eos_lens, alpha):
+        """One group's objective: supervised and distillation losses mixed by
+        ``alpha`` (``kd_objective``); at alpha 0 the supervised losses alone,
+        exactly a teacher's objective (the control of a distilled student
+        started from the same checkpoint, and self-training on the consensus)."""
+        hp = self.hparams
+        if alpha == 0:
+            return hp.ctc_weight * sup_ctc + (1 - hp.ctc_weight) * sup_seq
         w_ctc, w_seq = strategy_weights(
             hp.strategy,
             targets["ctc_per"],
@@ -192,10 +312,9 @@ class KDBrain(ASRBrain):
             self._add_weights("ctc", w_ctc)
         else:  # the CTC branch learns from the reference alone
             kd_ctc = p_ctc.new_zeros(())
-        _, eos_lens = batch.phn_encoded_eos
         kd_seq = seq_kd_loss(p_seq, targets["att_dist"], w_seq, eos_lens)
         total, parts = kd_objective(
-            kd_ctc, kd_seq, loss_ctc, loss_seq, hp.alpha, hp.temperature,
+            kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, hp.temperature,
             hp.ctc_weight, hp.distill_ctc,
         )  # fmt: skip
         self.log_loss_part("kd_ctc", parts["kd_ctc"])
@@ -236,6 +355,12 @@ class KDBrain(ASRBrain):
             self.train_stats[f"w_{name}_top"] = values["mean_top_weight"]
         if sb.utils.distributed.if_main_process():
             append_weights_log(self.hparams.weights_log, epoch, summary)
+
+
+def _rows(padded, index):
+    """(padded tensor, relative lengths) restricted to the rows ``index``."""
+    values, lengths = padded
+    return values.index_select(0, index), lengths.index_select(0, index)
 
 
 def append_weights_log(path, epoch, summary):

@@ -26,6 +26,7 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from mtkd import RecipeError
+from mtkd.consensus import consensus
 from mtkd.disk import file_checksum
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR, make_features
 from mtkd.runs import RunFolder, best_checkpoint_model_path
@@ -525,15 +526,25 @@ def utterance_pers(refs, hyps):
     return out
 
 
-def _one_teacher(teacher, feats, refs, temperature):
-    """Targets of one teacher for a batch: list of B ``UttTargets``."""
-    cfg = teacher.config
+def _encode_and_decode_ctc(teacher, feats, temperature):
+    """(encoder outputs, greedy CTC hypotheses) of one teacher for a batch:
+    lists of B [T'_b, D] and B [H_b] int64."""
     encoded = encode_unpadded(teacher, feats)
-    log_posts = [
-        torch.log_softmax(teacher.model.ctc_logits(e).float() / temperature, -1)
+    blank = teacher.config["blank_index"]
+    ctc_hyps = [
+        greedy_ctc_hypothesis(
+            torch.log_softmax(teacher.model.ctc_logits(e).float() / temperature, -1),
+            blank,
+        )
         for e in encoded
     ]
-    ctc_hyps = [greedy_ctc_hypothesis(lp, cfg["blank_index"]) for lp in log_posts]
+    return encoded, ctc_hyps
+
+
+def _targets_against(teacher, encoded, ctc_hyps, refs, temperature):
+    """One teacher's ``UttTargets`` for a batch, teacher-forced on ``refs``
+    (B [L_b] int64) and scored against them."""
+    cfg = teacher.config
     att = teacher_forced_distributions(
         teacher, encoded, refs, cfg["bos_index"], temperature
     )
@@ -554,6 +565,19 @@ def _one_teacher(teacher, feats, refs, temperature):
     ]
 
 
+def _shared_features(teachers, wavs, wav_lens):
+    """Filterbanks per teacher, computed once per distinct feature setting."""
+    device = next(teachers[0].model.parameters()).device
+    waveforms = crop_waveforms(wavs, wav_lens)
+    feats_by_key = {}
+    for teacher in teachers:
+        if teacher.features_key not in feats_by_key:
+            feats_by_key[teacher.features_key] = unpadded_features(
+                waveforms, teacher.features, device
+            )
+    return [feats_by_key[t.features_key] for t in teachers]
+
+
 @torch.no_grad()
 def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0):
     """Runs every teacher over one batch; returns targets[b][k] (``UttTargets``).
@@ -568,13 +592,42 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0):
     Features are computed once per batch for each distinct feature setting
     and shared by the teachers that use it.
     """
-    device = next(teachers[0].model.parameters()).device
-    waveforms = crop_waveforms(wavs, wav_lens)
-    feats_by_key = {}
     per_teacher = []
-    for teacher in teachers:
-        key = teacher.features_key
-        if key not in feats_by_key:
-            feats_by_key[key] = unpadded_features(waveforms, teacher.features, device)
-        per_teacher.append(_one_teacher(teacher, feats_by_key[key], refs, temperature))
+    for teacher, feats in zip(
+        teachers, _shared_features(teachers, wavs, wav_lens), strict=True
+    ):
+        encoded, ctc_hyps = _encode_and_decode_ctc(teacher, feats, temperature)
+        per_teacher.append(
+            _targets_against(teacher, encoded, ctc_hyps, refs, temperature)
+        )
     return [list(row) for row in zip(*per_teacher, strict=True)]
+
+
+@torch.no_grad()
+def consensus_targets(teachers, wavs, wav_lens, temperature=1.0):
+    """Targets for audio without a reference: (targets[b][k], chosen[b]).
+
+    Every teacher's encoder runs once and gives its greedy CTC hypothesis;
+    the medoid of the N hypotheses (``mtkd.consensus.consensus``) is the
+    utterance's pseudo-reference, ``chosen[b]`` the teacher whose hypothesis
+    it is. Every teacher's decoder is then teacher-forced on it, from the
+    encoder outputs already computed (no second pass), and its PERs are
+    measured against it. ``teachers`` must be every teacher of the list:
+    the consensus is theirs.
+    """
+    runs = [
+        _encode_and_decode_ctc(teacher, feats, temperature)
+        for teacher, feats in zip(
+            teachers, _shared_features(teachers, wavs, wav_lens), strict=True
+        )
+    ]
+    chosen, refs = [], []
+    for b in range(wavs.shape[0]):
+        index, _ = consensus([hyps[b].tolist() for _, hyps in runs])
+        chosen.append(index)
+        refs.append(runs[index][1][b])
+    per_teacher = [
+        _targets_against(teacher, encoded, ctc_hyps, refs, temperature)
+        for teacher, (encoded, ctc_hyps) in zip(teachers, runs, strict=True)
+    ]
+    return [list(row) for row in zip(*per_teacher, strict=True)], chosen

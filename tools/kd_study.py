@@ -36,6 +36,17 @@ Groups of configurations (``--groups``; by default all, in this order):
   variant. Its control, ``paper-labels-only``, is the same run with alpha 0:
   the same initialisation, optimiser and epochs on the labels alone, so a
   gain is not just more training. Each is compared with that control.
+- ``unlabelled``: audio the teachers never trained on (issue 23). The corpus
+  gets a pool of 96 new speakers reading new sentences (``POOL``, twice the
+  training audio; ``1x`` is its first 48 speakers). The 3-teacher store gets
+  an unlabelled part over the whole pool. Students: ``pseudo-1x`` (train +
+  pool with the teachers' consensus as a hard label, no KD terms:
+  self-training), ``average|best|weighted-1x`` (KD on train at alpha 0.5 and
+  on the pool at unlabelled_alpha 1), ``oracle-1x`` (train + pool with the
+  true phones: the ceiling), the same at ``2x``, and the ``-small`` student
+  (1/4 size) with ``weighted-1x`` and its own baseline. Each is compared with
+  the baseline, and each KD configuration with self-training on the same
+  audio.
 
 Each run is a subprocess with the command line a user would type (printed, and
 logged under ``<output_folder>/logs``); a finished run (``per_test.txt``) is
@@ -56,6 +67,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import run_demo  # noqa: E402
+from mtkd.store.format import unlabelled_part_path  # noqa: E402
 from mtkd_tools.results import (  # noqa: E402
     PLOT_PNG,
     atomic_write,
@@ -89,7 +101,7 @@ STUDENT_WIDTH = 64  # 149 k parameters: about 1/2 of the teachers' mean
 SMALL_STUDENT_WIDTH = 36  # about 1/4
 GROUPS = (
     "core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10",
-    "paper",
+    "paper", "unlabelled",
 )  # fmt: skip
 # The paper's setting: the teacher whose checkpoint starts the student, and
 # the learning rate of that fine-tuning (train_kd.yaml's, the original
@@ -149,7 +161,93 @@ def configurations():
                 (f"paper-{strategy}{suffix}", "paper", teachers, 1.0,
                  {**paper, "strategy": strategy, "alpha": alpha})
             )  # fmt: skip
+    configs += unlabelled_configurations()
     return configs
+
+
+POOL_SPEAKERS = 96  # twice the 48 training speakers: the pool at "2x"
+POOL_SIZES = ("1x", "2x")
+UNLABELLED_KD = {"alpha": 0.5, "unlabelled_alpha": 1.0}  # the demo's alpha on train
+
+
+def unlabelled_configurations():
+    """The ``unlabelled`` group. Overrides may hold ``unlabelled`` (the pool
+    size a KD student trains on) and ``oracle`` (a student without
+    distillation trained on train + the pool with its true phones)."""
+    configs = [("baseline", "unlabelled", None, None, None)]
+    configs.append(("weighted", "unlabelled", "t3", 1.0, {"strategy": "weighted"}))
+    for size in POOL_SIZES:
+        configs.append(
+            (f"pseudo-{size}", "unlabelled", "t3", 1.0,
+             {"unlabelled": size, "strategy": "weighted", "alpha": 0.0,
+              "unlabelled_alpha": 0.0})
+        )  # fmt: skip
+        for strategy in ("weighted", "best", "average"):
+            configs.append(
+                (f"{strategy}-{size}", "unlabelled", "t3", 1.0,
+                 {"unlabelled": size, "strategy": strategy, **UNLABELLED_KD})
+            )  # fmt: skip
+        configs.append((f"oracle-{size}", "unlabelled", None, None, {"oracle": size}))
+    configs.append(("baseline-small", "unlabelled", None, None, "small"))
+    configs.append(
+        ("weighted-1x-small", "unlabelled", "t3", 1.0,
+         {"unlabelled": "1x", "strategy": "weighted", **UNLABELLED_KD})
+    )  # fmt: skip
+    return configs
+
+
+def pool_manifests(out, corpus, say):
+    """Makes the pool (``corpus/POOL``) and its manifests under
+    ``out/unlabelled``: ``2x.json`` (all of it) and ``1x.json`` (its first
+    48 speakers) without phones, and ``oracle-<size>.json``: train + the pool
+    with its true phones, as a labelled manifest. Made once."""
+    folder = os.path.join(out, "unlabelled")
+    done = os.path.join(folder, "oracle-2x.json")
+    paths = {size: os.path.join(folder, f"{size}.json") for size in POOL_SIZES}
+    if os.path.isfile(done):
+        return paths
+    argv = ["tools/make_mini_timit.py", corpus, "--preset", CORPUS_PRESET]
+    argv += ["--pool_speakers", str(POOL_SPEAKERS), "--quiet"]
+    say(f"pool: $ {shlex.join(['python', *argv])}")
+    subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
+    from timit_prepare import prepare_timit
+    from tools.mini_timit.pool import FIRST_POOL_SENTENCE, POOL_FOLDER
+    from unlabelled_prepare import prepare_unlabelled
+
+    os.makedirs(folder, exist_ok=True)
+    labelled = [os.path.join(folder, f"{split}.json") for split in SPLIT_NAMES]
+    prepare_timit(
+        corpus, save_json_train=labelled[0], save_json_valid=labelled[1],
+        save_json_test=labelled[2],
+    )  # fmt: skip
+    prepare_unlabelled(os.path.join(corpus, POOL_FOLDER), paths["2x"], corpus, labelled)
+    with open(paths["2x"], encoding="utf-8") as f:
+        pool = json.load(f)
+    half = FIRST_POOL_SENTENCE + 8 * POOL_SPEAKERS // 2  # speakers 0-47
+    one_x = {k: v for k, v in pool.items() if int(k.rsplit("SI", 1)[1]) < half}
+    atomic_write(paths["1x"], json.dumps(one_x, indent=1) + "\n")
+    with open(labelled[0], encoding="utf-8") as f:
+        train = json.load(f)
+    for size, entries in (("1x", one_x), ("2x", pool)):
+        oracle = dict(train)
+        for utt_id, entry in entries.items():
+            phn = os.path.splitext(entry["wav"])[0] + ".PHN"
+            oracle[utt_id] = {**entry, "phn": " ".join(true_phones(phn))}
+        atomic_write(
+            os.path.join(folder, f"oracle-{size}.json"),
+            json.dumps(oracle, indent=1) + "\n",
+        )
+    return paths
+
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def true_phones(phn_path, phn_set=39):
+    """The 39 folded phones of a .PHN file, as timit_prepare reads them."""
+    from timit_prepare import _fold_table, _read_phn
+
+    return _read_phn(phn_path, _fold_table(phn_set))
 
 
 def build_jobs(args, corpus):
@@ -158,10 +256,16 @@ def build_jobs(args, corpus):
     logs = os.path.join(out, "logs")
     common = ["--data_folder", corpus, "--device", args.device, "--noprogressbar"]
     shared = {**SHARED_SETTINGS, "augment": args.augment}
-    chosen = [
-        c for c in configurations()
-        if c[1] in args.groups and (not args.models or c[0] in args.models)
-    ]  # fmt: skip
+    chosen, names = [], set()
+    for c in configurations():  # a name in two groups (baseline) runs once
+        if c[1] in args.groups and (not args.models or c[0] in args.models):
+            if c[0] not in names:
+                names.add(c[0])
+                chosen.append(c)
+    pool = None
+    if any(c[4] and "unlabelled" in c[4] or c[4] and "oracle" in c[4]
+           for c in chosen if isinstance(c[4], dict)):  # fmt: skip
+        pool = pool_manifests(out, corpus, print)
     teacher_sets = {"t3": TEACHERS_3, "t10": TEACHERS_10}
     jobs = []
 
@@ -200,6 +304,25 @@ def build_jobs(args, corpus):
         )
         return name, os.path.join(folder, "store")
 
+    def add_unlabelled_part(key, temperature):
+        """The store's unlabelled part over the whole pool (its labelled
+        parts are reused): the same command with ``--unlabelled``."""
+        store_name, store = stores[(key, temperature)]
+        name = f"{store_name}-unlabelled"
+        folder = os.path.join(out, "stores", name)
+        argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
+        argv += [
+            "--tea_models_dir",
+            os.path.join(os.path.dirname(store), "teachers.txt"),
+        ]
+        argv += ["--output_folder", folder, "--store_folder", store]
+        argv += ["--temperature", str(temperature)]
+        argv += ["--unlabelled", pool["2x"]]
+        n_teachers = len(teacher_sets[key])
+        done = unlabelled_part_path(store, n_teachers)
+        job(name, argv, folder, done, after=[store_name])
+        return name
+
     def add_student(name, teachers, temperature, overrides, seed_index):
         width = SMALL_STUDENT_WIDTH if name.endswith("-small") else STUDENT_WIDTH
         student = {
@@ -213,9 +336,22 @@ def build_jobs(args, corpus):
         folder = os.path.join(out, "students", name, f"seed{seed_index}")
         run_name = f"{name}/seed{seed_index}"
         done = os.path.join(folder, "per_test.txt")
-        if overrides is None or overrides == "small":  # no distillation
+        oracle = isinstance(overrides, dict) and overrides.get("oracle")
+        if overrides is None or overrides == "small" or oracle:  # no distillation
             argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
             argv += ["--output_folder", folder, "--teacher_name", f"student-{name}"]
+            if oracle:  # train + the pool with its true phones
+                unl = os.path.join(out, "unlabelled")
+                argv += ["--skip_prep", "True"]
+                argv += [
+                    "--train_annotation",
+                    os.path.join(unl, f"oracle-{oracle}.json"),
+                ]
+                for split in ("valid", "test"):
+                    argv += [
+                        f"--{split}_annotation",
+                        os.path.join(unl, f"{split}.json"),
+                    ]
             job(run_name, argv + flags(student), folder, done)
             return
         store_name, store = stores[(teachers, temperature)]
@@ -223,6 +359,10 @@ def build_jobs(args, corpus):
         overrides = dict(overrides)
         init = overrides.pop("init", None)
         after = [store_name]
+        size = overrides.pop("unlabelled", None)
+        if size:
+            overrides["unlabelled"] = pool[size]
+            after.append(unlabelled_parts[(teachers, temperature)])
         if init:  # the paper's setting: a teacher's architecture and encoder
             settings.update(teacher_sizes(init, TEACHER_WIDTH))
             settings.update(
@@ -238,7 +378,7 @@ def build_jobs(args, corpus):
     # The scheduler starts runs in list order as their inputs are ready: the
     # order below puts first what the first groups need, so a stopped study
     # has complete groups (all seeds) rather than a little of everything.
-    teacher_folders, stores = {}, {}
+    teacher_folders, stores, unlabelled_parts = {}, {}, {}
     for group in GROUPS:
         if group not in args.groups:
             continue
@@ -252,6 +392,10 @@ def build_jobs(args, corpus):
                     teacher_folders[name] = add_teacher(name)
             if (key, temperature) not in stores:
                 stores[(key, temperature)] = add_store(key, temperature)
+            if "unlabelled" in overrides and (key, temperature) not in unlabelled_parts:
+                unlabelled_parts[(key, temperature)] = add_unlabelled_part(
+                    key, temperature
+                )
         for seed_index in range(args.seeds):
             for name, _, key, temperature, overrides in in_group:
                 add_student(name, key, temperature, overrides, seed_index)

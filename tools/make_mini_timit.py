@@ -8,6 +8,8 @@ Usage (from the repo root)::
     python tools/make_mini_timit.py data/mini_timit                 # demo preset
     python tools/make_mini_timit.py /tmp/mini --preset tiny --seed 7
     python tools/make_mini_timit.py data/mini --train_speakers 96   # override
+    python tools/make_mini_timit.py data/mini_timit --preset demo_core \
+        --pool_speakers 96      # + POOL/: unlabelled audio, twice the training's
 
 Running it again with the same options on a finished corpus does nothing; with
 other options it stops and asks you to delete the folder or pick another one.
@@ -23,6 +25,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tools.mini_timit import PRESETS, MiniTimitError, make_mini_timit  # noqa: E402
+from tools.mini_timit.pool import make_mini_pool  # noqa: E402
 
 
 def main(argv=None):
@@ -57,6 +60,16 @@ def main(argv=None):
         "does not change the corpus",
     )
     parser.add_argument(
+        "--pool_speakers", type=int, default=0,
+        help="also write OUT/POOL: this many new speakers reading new sentences, "
+        "as audio for distillation without transcripts (unlabelled_prepare.py); "
+        "the corpus itself is unchanged (default: 0, no pool)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pool_per_speaker", type=int, default=8,
+        help="sentences per pool speaker (default: 8)",
+    )  # fmt: skip
+    parser.add_argument(
         "--quiet", action="store_true", help="no per-speaker progress log"
     )
     args = parser.parse_args(argv)
@@ -77,6 +90,12 @@ def main(argv=None):
             si_per_speaker=args.si_per_speaker,
             num_workers=args.num_workers,
         )
+        pool = None
+        if args.pool_speakers:
+            pool = make_mini_pool(
+                args.out_dir, args.pool_speakers, args.pool_per_speaker,
+                args.num_workers,
+            )  # fmt: skip
     except MiniTimitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -99,6 +118,14 @@ def main(argv=None):
         f"{summary['phones_39_seen']}/39 folded phones, {state} "
         f"({summary['wall_seconds']:.1f} s)"
     )
+    if pool:
+        state = "already there, reused" if pool["reused"] else "made"
+        print(
+            f"{pool['folder']}: pool of {pool['speakers']} speakers, "
+            f"{pool['utterances']} utterances, {pool['seconds'] / 60:.1f} min, "
+            f"{state} (phones kept aside: an unlabelled source for "
+            "unlabelled_prepare.py)"
+        )
     return 0
 
 

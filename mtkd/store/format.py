@@ -20,7 +20,13 @@ from mtkd import RecipeError
 from mtkd.disk import file_checksum
 
 FORMAT_NAME = "mtkd-teacher-store"
-FORMAT_VERSION = 1
+# 2: a store may also hold one *unlabelled part* (``unlabelled-*.h5``): every
+# teacher's targets on audio without transcripts, teacher-forced on their
+# consensus. Parts of version 1 (no unlabelled part, same layout) still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+UNLABELLED = "unlabelled"  # the split of the unlabelled part
+UNLABELLED_PREFIX = "unlabelled-"
 PARTIAL_SUFFIX = ".partial"
 # Beside each complete part: its sha256, in `sha256sum` format (`sha256sum -c`
 # checks it too). Damage anywhere in the file, even in bytes HDF5 reads only
@@ -59,7 +65,9 @@ def manifest_info(json_path):
         manifest = json.load(f)
     digest = hashlib.sha256()
     for utt_id in sorted(manifest):
-        digest.update(f"{utt_id}\t{manifest[utt_id]['phn'].strip()}\n".encode())
+        # Unlabelled audio has no phones: its IDs alone identify it.
+        phones = str(manifest[utt_id].get("phn", "")).strip()
+        digest.update(f"{utt_id}\t{phones}\n".encode())
     seconds = sum(float(entry.get("duration", 0.0)) for entry in manifest.values())
     return {
         "fingerprint": digest.hexdigest(),
@@ -162,8 +170,32 @@ def part_path(folder, indices):
 
 
 def complete_part_files(folder):
-    """Complete part files of a store folder (``*.h5``; ``.partial`` excluded)."""
-    return sorted(glob.glob(os.path.join(glob.escape(folder), "*.h5")))
+    """Complete labelled part files of a store folder (``*.h5``; ``.partial``
+    and the unlabelled part excluded)."""
+    return sorted(
+        path
+        for path in glob.glob(os.path.join(glob.escape(folder), "*.h5"))
+        if not os.path.basename(path).startswith(UNLABELLED_PREFIX)
+    )
+
+
+def unlabelled_part_files(folder):
+    """Complete unlabelled part files of a store folder (at most one is valid)."""
+    pattern = os.path.join(glob.escape(folder), UNLABELLED_PREFIX + "*.h5")
+    return sorted(glob.glob(pattern))
+
+
+def unlabelled_part_path(folder, n_teachers):
+    """``unlabelled-t000-t009.h5``: the part of all ``n_teachers`` teachers."""
+    return os.path.join(
+        folder, UNLABELLED_PREFIX + part_file_name(range(n_teachers))[len("part-") :]
+    )
+
+
+def shared_settings(settings):
+    """What every part of a store must agree on, labelled or not: the
+    settings without the manifests' fingerprints."""
+    return {k: v for k, v in settings.items() if k != "fingerprints"}
 
 
 def partial_part_files(folder):
@@ -178,10 +210,11 @@ def read_part_header(path):
             if f.attrs.get("format") != FORMAT_NAME or not f.attrs.get("complete"):
                 raise StoreError(f"{path} is not a complete teacher store part.")
             version = int(f.attrs.get("format_version", -1))
-            if version != FORMAT_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{path} has store format version {version}, this code reads "
-                    f"{FORMAT_VERSION}: run save_teachers.py again."
+                    f"versions {', '.join(map(str, READABLE_VERSIONS))}: run "
+                    "save_teachers.py again."
                 )
             meta = json.loads(f["meta_json"][()])
             indices = [int(i) for i in f.attrs["teacher_indices"]]

@@ -56,7 +56,9 @@ def merge_store(folder, path, progress=True):
     """Writes every part of the store ``folder`` into one file ``path``.
 
     Reading the merged file costs one slice per dataset per utterance whatever
-    the number of teachers. ``path`` must lie outside ``folder``.
+    the number of teachers. ``path`` must lie outside ``folder``. The
+    unlabelled part, already one file, is not copied: a student that learns
+    from unlabelled audio reads the store folder.
     """
     if os.path.dirname(os.path.abspath(path)) == os.path.abspath(folder):
         raise StoreError(
@@ -74,7 +76,8 @@ def merge_store(folder, path, progress=True):
     writer = PartWriter(path, meta, store.teacher_indices, options, len(s["labels"]))
     try:
         with unraisable_disk_full() as disk_full:
-            for split in store.splits:
+            # The labelled splits: the unlabelled part is one file already.
+            for split in store.meta["splits"]:
                 ref_lens = store._index[split]["parts"][0]["ref_lens"]
                 rows = int((ref_lens + 1).sum()) * store.teacher_count
                 writer.begin_split(split, rows)

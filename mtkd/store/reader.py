@@ -14,6 +14,7 @@ import torch
 
 from mtkd.store.format import (
     READ_ERRORS,
+    UNLABELLED,
     StoreError,
     complete_part_files,
     damaged_part,
@@ -21,6 +22,8 @@ from mtkd.store.format import (
     partial_part_files,
     read_part_header,
     settings_differences,
+    shared_settings,
+    unlabelled_part_files,
     verify_part_checksum,
 )
 
@@ -50,10 +53,60 @@ class TeacherStore:
         self.meta = headers[0][0]
         self._check_parts_agree(headers)
         self._order_teachers(headers, allow_missing)
+        # Which part files hold each split: (file number, store positions of
+        # its teachers in the part's order).
+        labelled = list(enumerate(self._part_slots))
+        self._split_meta = dict(self.meta["splits"])
+        self._split_files = {split: labelled for split in self._split_meta}
+        self._add_unlabelled_part()
         self._index = {s: self._read_index(s) for s in self.splits}
         self._pid = None
         self._handles = {}
         self._inherited = []
+
+    def _add_unlabelled_part(self):
+        """Adds the unlabelled part of a store folder, if it has one; it must
+        hold exactly the store's teachers (same files) and share its labels,
+        special indices, temperature and dtype."""
+        if not os.path.isdir(self.path):
+            return
+        found = unlabelled_part_files(self.path)
+        if len(found) > 1:
+            raise StoreError(
+                f"{self.path} holds {len(found)} unlabelled parts "
+                f"({', '.join(found)}); keep the one of the current teacher list."
+            )
+        if not found:
+            return
+        path = found[0]
+        meta, indices = read_part_header(path)
+        problems = settings_differences(
+            shared_settings(self.settings), shared_settings(meta["settings"])
+        )
+        if indices != self.teacher_indices:
+            problems.append(
+                f"it holds teachers {indices}, the store {self.teacher_indices}"
+            )
+        else:
+            problems += [
+                f"teacher {index} was {theirs['path']}, the store has {ours['path']}"
+                for index, theirs, ours in zip(
+                    indices, meta["teachers"], self.teachers, strict=True
+                )
+                if theirs["checksum"] != ours["checksum"]
+            ]
+        if problems:
+            raise StoreError(
+                f"The unlabelled part {path} does not belong to the store "
+                f"{self.path}: {'; '.join(problems)}. Write it again: "
+                "save_teachers.py with the same teacher list, --unlabelled and "
+                "--overwrite True."
+            )
+        self.files.append(path)
+        self._split_meta[UNLABELLED] = meta["splits"][UNLABELLED]
+        self._split_files[UNLABELLED] = [
+            (len(self.files) - 1, list(range(len(indices))))
+        ]
 
     # ------------------------------------------------------------ opening
     @staticmethod
@@ -116,16 +169,21 @@ class TeacherStore:
         parts = []
         names = ["ref_lens", "att_offsets", "ctc_offsets", "ctc_lens"]
         names += ["ctc_per", "att_per", "ctc_edits", "att_edits", "ctc_hyps"]
-        for path in self.files:
-            parts.append(_read_split_index(path, split, names))
+        if split == UNLABELLED:
+            names.append("consensus_teacher")
+        paths = []
+        for p, slots in self._split_files[split]:
+            paths.append(self.files[p])
+            parts.append(_read_split_index(self.files[p], split, names))
+            parts[-1].update(file=p, slots=slots)
         utt_ids = parts[0]["utt_ids"]
         rows = {u: i for i, u in enumerate(utt_ids)}
-        for part, path in zip(parts, self.files, strict=True):
+        for part, path in zip(parts, paths, strict=True):
             if set(part["utt_ids"]) != set(rows):
                 missing = sorted(set(rows) - set(part["utt_ids"]))[:3]
                 extra = sorted(set(part["utt_ids"]) - set(rows))[:3]
                 raise StoreError(
-                    f"Parts disagree on the {split} utterances: {self.files[0]} "
+                    f"Parts disagree on the {split} utterances: {paths[0]} "
                     f"and {path} (e.g. only in the first: {missing}, only in the "
                     f"second: {extra}). Rewrite the stale part."
                 )
@@ -196,7 +254,25 @@ class TeacherStore:
 
     @property
     def splits(self):
-        return list(self.meta["splits"])
+        """The stored splits: train, valid, test, and ``unlabelled`` if the
+        store has an unlabelled part."""
+        return list(self._split_meta)
+
+    @property
+    def has_unlabelled(self):
+        return UNLABELLED in self._split_meta
+
+    def pseudo_reference(self, utt_id):
+        """The unlabelled utterance's consensus: [L] int64 label ids, the
+        greedy CTC hypothesis of the teacher ``consensus_teacher`` names (the
+        reference its targets were teacher-forced on)."""
+        part = self._index[UNLABELLED]["parts"][0]
+        row = part["row"][self._index[UNLABELLED]["rows"][utt_id]]
+        k = int(part["consensus_teacher"][row])
+        lens = part["ctc_lens"][row]
+        start = int(part["ctc_offsets"][row]) + int(lens[:k].sum())
+        tokens = part["ctc_hyps"][start : start + int(lens[k])]
+        return torch.from_numpy(tokens.astype(np.int64))
 
     def utterance_ids(self, split):
         """The utterance IDs of ``split`` (manifest keys), in stored order."""
@@ -208,6 +284,8 @@ class TeacherStore:
 
     def fingerprint(self, split):
         """sha256 of the split's manifest (see ``manifest_info``)."""
+        if split == UNLABELLED:
+            return self._split_meta[UNLABELLED]["fingerprint"]
         return self.settings["fingerprints"][split]
 
     def check_manifest(self, split, json_path):
@@ -247,8 +325,8 @@ class TeacherStore:
         out = {}
         for kind in ("ctc", "att"):
             edits = np.zeros(self.teacher_count)
-            for part, slots in zip(index["parts"], self._part_slots, strict=True):
-                edits[slots] = part[f"{kind}_edits"].sum(axis=0)
+            for part in index["parts"]:
+                edits[part["slots"]] = part[f"{kind}_edits"].sum(axis=0)
             out[kind] = [float(x) for x in 100.0 * edits / phones]
         return out
 
@@ -258,9 +336,9 @@ class TeacherStore:
         i = index["rows"][utt_id]
         out = {"ctc": np.zeros(self.teacher_count, np.int64)}
         out["att"] = out["ctc"].copy()
-        for part, slots in zip(index["parts"], self._part_slots, strict=True):
+        for part in index["parts"]:
             for kind in ("ctc", "att"):
-                out[kind][slots] = part[f"{kind}_edits"][part["row"][i]]
+                out[kind][part["slots"]] = part[f"{kind}_edits"][part["row"][i]]
         return out
 
     # ------------------------------------------------------------ targets
@@ -284,9 +362,8 @@ class TeacherStore:
         ref_len = int(index["parts"][0]["ref_lens"][i])
         att, hyps = [None] * n, [None] * n
         ctc_per, att_per = np.zeros(n, np.float32), np.zeros(n, np.float32)
-        for p, (part, slots) in enumerate(
-            zip(index["parts"], self._part_slots, strict=True)
-        ):
+        for part in index["parts"]:
+            p, slots = part["file"], part["slots"]
             row = part["row"][i]
             # The one HDF5 read: this part's distributions of the utterance.
             start = part["att_offsets"][row]
@@ -324,7 +401,7 @@ class TeacherStore:
         files = [{"file": p, "bytes": os.path.getsize(p)} for p in self.files]
         splits = {}
         for split in self.splits:
-            info = self.meta["splits"][split]
+            info = self._split_meta[split]
             per = self.corpus_per(split)
             splits[split] = {
                 "n_utt": len(self._index[split]["utt_ids"]),

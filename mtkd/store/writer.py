@@ -453,10 +453,14 @@ class PartWriter:
         if free is not None and free < 2 * needed + SPACE_MARGIN_BYTES:
             raise disk_full_error(self.partial, "the teacher store part")
 
-    def append(self, utt_ids, targets):
-        """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b."""
+    def append(self, utt_ids, targets, chosen=None):
+        """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b;
+        ``chosen[b]`` (unlabelled split) the teacher whose hypothesis is b's
+        consensus, the reference the targets were made against."""
         self.check_space(targets)
         rows = self.rows
+        if chosen is not None:
+            rows.setdefault("consensus_teacher", []).extend(chosen)
         hyp_start = sum(len(h) for h in self.hyps)
         for utt_id, row in zip(utt_ids, targets, strict=True):
             rows["utt_ids"].append(utt_id)
@@ -502,6 +506,11 @@ class PartWriter:
             if per_teacher:
                 values = values.reshape(-1, self.n_teachers)
             g.create_dataset(name, data=values)
+        if "consensus_teacher" in rows:
+            g.create_dataset(
+                "consensus_teacher",
+                data=np.asarray(rows["consensus_teacher"], dtype=np.int32),
+            )
         phones = max(int(np.sum(rows["ref_lens"])), 1)
         info = self.meta["splits"][split]
         info["per"] = {

@@ -165,44 +165,47 @@ def _pick_balanced(rng, ids, n):
     return out
 
 
+def _new_speaker(rng, spk_id, folder, dr, role):
+    """A speaker's voice (variant, pitch, range, rate), drawn from ``rng``."""
+    sex = spk_id[0].upper()
+    variants = FEMALE_VARIANTS if sex == "F" else MALE_VARIANTS
+    variant = variants[int(rng.integers(len(variants)))]
+    pitch = int(rng.integers(40, 80) if sex == "F" else rng.integers(20, 60))
+    pitch_range = int(rng.integers(30, 90))
+    rate = float(rng.uniform(140, 195))
+    accent = DIALECT_ACCENTS[dr]
+    return _Speaker(
+        spk_id.upper(), folder, dr, role, sex, accent, variant, pitch, pitch_range, rate
+    )
+
+
+_LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+def _fresh_speaker_id(rng, i, taken):
+    """The i-th new speaker's ID (``FABC0``), not in ``taken`` (added to it):
+    female and male alternate per round of the dialect regions."""
+    sex = "F" if (i + i // len(_DIALECTS)) % 2 == 0 else "M"
+    while True:
+        spk = sex + "".join(rng.choice(_LETTERS, 3)) + "0"
+        if spk.lower() not in taken:
+            taken.add(spk.lower())
+            return spk
+
+
 def _plan(seed, counts, sx_per_speaker, si_per_speaker):
     """Speakers with their utterances, in a fixed order; all from ``seed``."""
     rng = np.random.default_rng([seed, 0])
     speakers = []
     taken = set(DEV_SPEAKERS) | set(CORE_TEST_SPEAKERS)
-    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
     def add(spk_id, folder, dr, role):
-        sex = spk_id[0].upper()
-        variants = FEMALE_VARIANTS if sex == "F" else MALE_VARIANTS
-        variant = variants[int(rng.integers(len(variants)))]
-        pitch = int(rng.integers(40, 80) if sex == "F" else rng.integers(20, 60))
-        pitch_range = int(rng.integers(30, 90))
-        rate = float(rng.uniform(140, 195))
-        speakers.append(
-            _Speaker(
-                spk_id.upper(),
-                folder,
-                dr,
-                role,
-                sex,
-                DIALECT_ACCENTS[dr],
-                variant,
-                pitch,
-                pitch_range,
-                rate,
-            )
-        )
+        speakers.append(_new_speaker(rng, spk_id, folder, dr, role))
 
     # Train speakers: the dialect regions in turn, female and male alternating
     # per round so that every region gets both.
     for i in range(counts["train_speakers"]):
-        sex = "F" if (i + i // len(_DIALECTS)) % 2 == 0 else "M"
-        while True:
-            spk = sex + "".join(rng.choice(letters, 3)) + "0"
-            if spk.lower() not in taken:
-                break
-        taken.add(spk.lower())
+        spk = _fresh_speaker_id(rng, i, taken)
         add(spk, "TRAIN", _DIALECTS[i % len(_DIALECTS)], "train")
     # TEST: standard dev speakers (spread over the regions) and core test
     # speakers (in their real region).
@@ -547,8 +550,12 @@ def make_mini_timit(
     return summary
 
 
-def _build(root, speakers, seed, num_workers):
-    """Synthesises and writes every speaker under ``root``; returns a summary."""
+def _build(root, speakers, seed, num_workers, stream=3):
+    """Synthesises and writes every speaker under ``root``; returns a summary.
+
+    ``stream``: the numpy stream of the noise and levels (``[seed, stream, i,
+    j]`` for utterance j of speaker i), so that another set of speakers made
+    from the same seed (the pool) draws its own numbers."""
     if num_workers is None:
         num_workers = min(os.cpu_count() or 1, 8)
     jobs = [
@@ -558,19 +565,28 @@ def _build(root, speakers, seed, num_workers):
             s.pitch,
             s.pitch_range,
             [
-                (u.text, u.rate, u.espeak_seed, u.lead_s, u.trail_s, [seed, 3, i, j])
+                (
+                    u.text,
+                    u.rate,
+                    u.espeak_seed,
+                    u.lead_s,
+                    u.trail_s,
+                    [seed, stream, i, j],
+                )
                 for j, u in enumerate(s.utterances)
-            ],
+            ],  # fmt: skip
         )
         for i, s in enumerate(speakers)
     ]
+    # In the order the speakers come: TRAIN, TEST (train, dev, test) for the
+    # corpus, POOL (pool) for the pool.
     folders = {
         name: {"speakers": 0, "utterances": 0, "seconds": 0.0}
-        for name in ("TRAIN", "TEST")
+        for name in dict.fromkeys(s.folder for s in speakers)
     }
     splits = {
         role: {"speakers": 0, "utterances": 0, "seconds": 0.0}
-        for role in ("train", "dev", "test")
+        for role in dict.fromkeys(s.role for s in speakers)
     }
     phone_counts = dict.fromkeys(TIMIT_61_PHONES, 0)
     with concurrent.futures.ThreadPoolExecutor(max(1, int(num_workers))) as pool:
@@ -620,7 +636,7 @@ def _build(root, speakers, seed, num_workers):
                 for s in speakers
                 if s.folder == name
             ]
-            for name in ("TRAIN", "TEST")
+            for name in folders
         },
         "total_utterances": sum(d["utterances"] for d in folders.values()),
         "total_seconds": round(total_seconds, 2),

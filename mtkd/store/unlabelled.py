@@ -1,0 +1,136 @@
+"""Writing the unlabelled part: every teacher on audio without transcripts.
+
+No reference says which teacher is right on such audio, so each utterance's
+pseudo-reference is the teachers' consensus (``mtkd.consensus``): the medoid
+of their greedy CTC hypotheses. Every teacher's decoder is teacher-forced on
+it and its PERs are measured against it, so the stored targets are aligned
+for the student's decoder and ``best`` / ``weighted`` / ``top-k`` rank the
+teachers by their error rate against the consensus.
+
+The consensus needs every teacher's hypothesis of the same utterance, so the
+part holds every teacher of the list and is written by one run that loads
+them all (``teacher_index`` array tasks leave it to that run). Each batch
+goes through every encoder once; the decoders are teacher-forced from the
+same encoder outputs (``consensus_targets``), so an hour of unlabelled audio
+costs what an hour of labelled audio does, plus the edit distances.
+
+The part is ``unlabelled-t000-tNNN.h5`` beside the labelled parts, with the
+same layout and one split, ``unlabelled``, which adds ``consensus_teacher``
+[U] int32: the teacher whose hypothesis is the pseudo-reference (its stored
+CTC hypothesis *is* the reference; ``TeacherStore.pseudo_reference``).
+"""
+
+import contextlib
+import logging
+import os
+
+from tqdm import tqdm
+
+from mtkd.disk import unraisable_disk_full
+from mtkd.store.format import (
+    CHECKSUM_SUFFIX,
+    UNLABELLED,
+    StoreError,
+    StoreOptions,
+    manifest_info,
+    part_meta,
+    read_part_header,
+    settings_differences,
+    store_settings,
+    unlabelled_part_files,
+    unlabelled_part_path,
+)
+from mtkd.store.writer import PartLock, PartWriter, _teacher_differences
+from mtkd.teachers import consensus_targets, teacher_checksum
+
+logger = logging.getLogger(__name__)
+
+
+def write_unlabelled_part(
+    folder,
+    list_file,
+    teacher_files,
+    manifest,
+    loader,
+    load_teacher,
+    *,
+    temperature=1.0,
+    att_dist_dtype="float16",
+    compression=None,
+    overwrite=False,
+    autocast=contextlib.nullcontext,
+    progress=True,
+):
+    """Writes the store's unlabelled part unless a matching one is complete.
+
+    Arguments
+    ---------
+    folder, list_file, teacher_files : as ``write_store``.
+    manifest : str, the unlabelled manifest (``unlabelled_prepare.py``).
+    loader : DataLoader of that manifest giving ``id`` and ``sig``.
+    load_teacher : callable, list index k -> Teacher.
+    overwrite : bool, replace a complete part made differently.
+
+    Returns the part's path.
+    """
+    options = StoreOptions(temperature, att_dist_dtype, compression)
+    splits = {UNLABELLED: manifest_info(manifest)}
+    first = teacher_files[0]
+    settings = store_settings(first.labels, first.special_indices, options, splits)
+    everyone = list(range(len(teacher_files)))
+    path = unlabelled_part_path(folder, len(teacher_files))
+    for old in unlabelled_part_files(folder):
+        meta, indices = read_part_header(old)
+        diff = settings_differences(meta["settings"], settings)
+        if indices != everyone:
+            diff.append(f"it holds teachers {indices}, the list has {everyone}")
+        else:
+            diff += _teacher_differences(
+                meta, indices, teacher_files, set(everyone),
+                lambda k: teacher_checksum(teacher_files[k]),
+            )  # fmt: skip
+        if not diff and old == path:
+            logger.info("Skipping the unlabelled part: %s is complete", path)
+            return path
+        if not overwrite:
+            raise StoreError(
+                f"{old} holds the unlabelled split made differently: "
+                f"{'; '.join(diff) or 'another teacher count'}. Use `--overwrite "
+                "True` to replace it, or another `--store_folder`."
+            )
+        os.remove(old)
+        if os.path.exists(old + CHECKSUM_SUFFIX):
+            os.remove(old + CHECKSUM_SUFFIX)
+    with PartLock(path) as lock:
+        if os.path.exists(path):  # another run finished it meanwhile
+            return path
+        teachers = [load_teacher(k) for k in everyone]
+        meta = part_meta(
+            teachers, settings, splits, list_file, len(teacher_files), options
+        )
+        meta["kind"] = UNLABELLED
+        logger.info("Writing the unlabelled split of teachers %s to %s", everyone, path)
+        writer = PartWriter(path, meta, everyone, options, len(meta["labels"]), lock)
+        try:
+            with unraisable_disk_full() as disk_full, autocast():
+                _write(writer, path, teachers, loader, options, progress, disk_full)
+                return writer.close(disk_full)
+        except BaseException as err:
+            failure = writer.fail(err)
+            if failure is err:
+                raise
+            raise failure from None
+
+
+def _write(writer, path, teachers, loader, options, progress, disk_full):
+    writer.begin_split(UNLABELLED)
+    name = os.path.basename(path)
+    for batch in tqdm(loader, desc=f"{name} {UNLABELLED}", disable=not progress):
+        wavs, wav_lens = batch.sig
+        targets, chosen = consensus_targets(
+            teachers, wavs, wav_lens, options.temperature
+        )
+        writer.append(batch.id, targets, chosen)
+        if disk_full:  # h5py could only print it: stop now
+            raise disk_full[0]
+    writer.end_split(UNLABELLED)
