@@ -538,6 +538,85 @@ def paper_comparisons(groups, by_name):
     return out
 
 
+def _compare(name, baseline, by_name):
+    """The paired bootstrap of ``name`` against ``baseline`` over their
+    common seeds (seed i with seed i), as a comparison record."""
+    group, base = by_name[name], by_name[baseline]
+    seeds = [s for s in group["seeds"] if s in base["seeds"]]
+    result = paired_bootstrap(
+        [run_edit_counts(r["folder"]) for r in base["runs"] if r["seed"] in seeds],
+        [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
+    )
+    return {
+        "name": name,
+        "baseline": baseline,
+        "pairs": [[s, s] for s in seeds],
+        "result": result,
+        "sentence": describe(name, baseline, result),
+    }
+
+
+def _pool_kd(name):
+    """(strategy, pool size) of a KD student on the pool (``weighted-1x``),
+    else None."""
+    head, _, size = name.rpartition("-")
+    if size in POOL_SIZES and head in ("average", "best", "weighted"):
+        return head, size
+    return None
+
+
+def self_training_comparisons(groups, by_name):
+    """Each KD student on the pool against self-training on the same audio
+    (``pseudo-<size>``): what the teachers' distributions add to the extra
+    audio with their consensus as a hard label."""
+    out = []
+    for group in groups:
+        kd = _pool_kd(group["name"])
+        if kd and f"pseudo-{kd[1]}" in by_name:
+            out.append(_compare(group["name"], f"pseudo-{kd[1]}", by_name))
+    return out
+
+
+def _mean_test_per(group, seeds):
+    values = [r["test_PER"] for r in group["runs"] if r["seed"] in seeds]
+    return sum(values) / len(values)
+
+
+def oracle_gaps(groups, by_name):
+    """Sentences: how much of the gap between the baseline and the oracle
+    (the pool with its true phones) each student on the pool closes, from
+    mean test PERs over the seeds the three share."""
+    base = by_name.get("baseline")
+    out = []
+    for size in POOL_SIZES:
+        oracle = by_name.get(f"oracle-{size}")
+        if not (base and oracle):
+            continue
+        parts = []
+        for group in groups:
+            name = group["name"]
+            if name != f"pseudo-{size}" and (_pool_kd(name) or ("", ""))[1] != size:
+                continue
+            seeds = set(base["seeds"]) & set(oracle["seeds"]) & set(group["seeds"])
+            if not seeds:
+                continue
+            b, o = _mean_test_per(base, seeds), _mean_test_per(oracle, seeds)
+            g = _mean_test_per(group, seeds)
+            share = f"{100 * (b - g) / (b - o):.0f} %" if b > o else "- (no gap)"
+            parts.append(
+                f"{name} {share} (baseline {b:.2f}, {name} {g:.2f}, oracle "
+                f"{o:.2f}; {len(seeds)} seed(s))"
+            )
+        if parts:
+            out.append(
+                f"Share of the gap between the baseline and oracle-{size} (train "
+                f"+ pool with its true phones) closed, mean test PER: "
+                + "; ".join(parts)
+                + "."
+            )
+    return out
+
+
 def summarize(args, jobs, say):
     """RESULTS.md, results.json and valid_per.png of the finished runs, in the
     output folder and in ``--docs_folder``: teachers, then every configuration
@@ -582,7 +661,8 @@ def summarize(args, jobs, say):
             }
         )
     comparisons += paper_comparisons(groups, by_name)
-    sentences = notes(groups, comparisons)
+    comparisons += self_training_comparisons(groups, by_name)
+    sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
     done, total = sum(job.is_done() for job in jobs), len(jobs)
     lines = [
         "# Distillation study: results",
