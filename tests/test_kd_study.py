@@ -14,7 +14,7 @@ import kd_study  # noqa: E402
 
 
 def plan(tmp_path, *argv):
-    args = kd_study.parse_args(["--output_folder", str(tmp_path), *argv])
+    args = kd_study.parse_args(["--output_folder", str(tmp_path), "--plan", *argv])
     return args, kd_study.build_jobs(args, str(tmp_path / "TIMIT"))
 
 
@@ -52,9 +52,12 @@ def test_plan_of_the_other_groups(tmp_path):
     by_name = {job.name: job for job in jobs}
     assert len(by_name) == len(jobs)  # no two runs share a name or folder
     assert len({job.folder for job in jobs}) == len(jobs)
-    # Three stores: 3 teachers at T = 1 and 2, all 10 teachers at T = 1.
+    # Three stores: 3 teachers at T = 1 and 2, all 10 teachers at T = 1; and
+    # the unlabelled part of the first.
     stores = [job for job in jobs if job.name.startswith("store-")]
-    assert [s.name for s in stores] == ["store-t3-T1", "store-t3-T2", "store-t10-T1"]
+    assert [s.name for s in stores] == [
+        "store-t3-T1", "store-t3-T2", "store-t10-T1", "store-t3-T1-unlabelled"
+    ]  # fmt: skip
     assert flag(stores[1], "temperature") == "2.0"
     assert stores[2].after == [f"tea{k}" for k in range(10)]
     hinton = by_name["best-T2-soft/seed0"]
@@ -67,12 +70,15 @@ def test_plan_of_the_other_groups(tmp_path):
     small = by_name["best-small/seed0"], by_name["baseline-small/seed0"]
     assert [flag(job, "rnn_neurons") for job in small] == ["36", "36"]
     assert by_name["weighted-10teachers/seed0"].after == ["store-t10-T1"]
-    # Groups in order: stopping early leaves whole groups; paper comes last.
+    # Groups in order: stopping early leaves whole groups; unlabelled last.
     names = [job.name for job in jobs]
     assert names.index("weighted-10teachers/seed0") < names.index(
         "paper-labels-only/seed0"
     )
-    assert jobs[-1].name == "paper-weighted-10teachers/seed0"
+    assert names.index("paper-weighted-10teachers/seed0") < names.index(
+        "pseudo-1x/seed0"
+    )
+    assert jobs[-1].name == "weighted-1x-small/seed0"
 
 
 def test_plan_of_the_paper_group(tmp_path):
@@ -202,3 +208,63 @@ def test_summary_of_the_paper_group_compares_with_the_control_and_tea0(tmp_path)
         "paper-best vs tea0 (as trained): +5.00 PER points"
         in (tmp_path / "docs" / "RESULTS.md").read_text()
     )
+
+
+def test_plan_of_the_unlabelled_group(tmp_path):
+    """The pool's store part after the store; KD students on the pool get
+    its manifest and unlabelled_alpha; self-training has no KD term; the
+    oracle is a plain student on train + the pool with its true phones."""
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--models", "baseline",
+                      "pseudo-1x", "weighted-2x", "oracle-1x")  # fmt: skip
+    by_name = {job.name: job for job in jobs}
+    part = by_name["store-t3-T1-unlabelled"]
+    assert part.after == ["store-t3-T1"]
+    assert flag(part, "unlabelled") == str(tmp_path / "unlabelled" / "2x.json")
+    assert flag(part, "store_folder") == by_name["store-t3-T1"].folder + "/store"
+    assert part.done_file.endswith("store/unlabelled-t000-t002.h5")
+    weighted = by_name["weighted-2x/seed0"]
+    assert flag(weighted, "unlabelled") == str(tmp_path / "unlabelled" / "2x.json")
+    assert (flag(weighted, "alpha"), flag(weighted, "unlabelled_alpha")) == (
+        "0.5",
+        "1.0",
+    )
+    assert "store-t3-T1-unlabelled" in weighted.after
+    pseudo = by_name["pseudo-1x/seed2"]
+    assert flag(pseudo, "unlabelled").endswith("unlabelled/1x.json")
+    assert (flag(pseudo, "alpha"), flag(pseudo, "unlabelled_alpha")) == ("0.0", "0.0")
+    oracle = by_name["oracle-1x/seed1"]
+    assert oracle.argv[0] == "train_teacher.py" and flag(oracle, "skip_prep") == "True"
+    assert flag(oracle, "train_annotation").endswith("unlabelled/oracle-1x.json")
+    assert kd_study.baseline_of("weighted-1x-small") == "baseline-small"
+    assert not (tmp_path / "unlabelled").exists()  # --plan makes nothing
+
+
+def test_summary_of_the_unlabelled_group_compares_with_self_training(tmp_path):
+    """weighted-1x against the baseline and against pseudo-1x; the share of
+    the baseline-oracle gap each closes (baseline 30 %, oracle 20 %)."""
+    for config, edits in (("baseline", 6), ("pseudo-1x", 5), ("weighted-1x", 4.5),
+                          ("oracle-1x", 4)):  # fmt: skip
+        for i in range(2):
+            per_utt = [int(edits)] * 5 + [int(edits + 0.5)] * 5
+            kd = config in ("pseudo-1x", "weighted-1x")
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i, kd=kd,
+                     edits=per_utt)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--seeds", "2", "--models",
+                      "baseline", "pseudo-1x", "weighted-1x", "oracle-1x",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {(c["name"], c["baseline"]): c for c in result["comparisons"]}
+    assert compared[("weighted-1x", "baseline")]["result"][
+        "difference"
+    ] == pytest.approx(-7.5)
+    assert compared[("weighted-1x", "pseudo-1x")]["result"][
+        "difference"
+    ] == pytest.approx(-2.5)
+    assert compared[("oracle-1x", "baseline")]["result"]["difference"] == pytest.approx(
+        -10.0
+    )
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "oracle-1x (train + pool with its true phones) closed" in text
+    assert "pseudo-1x 50 %" in text and "weighted-1x 75 %" in text

@@ -207,7 +207,8 @@ def _brain(alpha, unlabelled_alpha):
         alpha=alpha, unlabelled_alpha=unlabelled_alpha, strategy="weighted",
         weight_scope="batch", weight_temperature=1.0, temperature=1.0,
         soften_student=False, distill_ctc=True, ctc_weight=0.3, blank_index=0,
-        ctc_cost=functools.partial(sb.nnet.losses.ctc_loss, blank_index=0), seq_cost=sb.nnet.losses.nll_loss,
+        ctc_cost=functools.partial(sb.nnet.losses.ctc_loss, blank_index=0),
+        seq_cost=sb.nnet.losses.nll_loss,
     )  # fmt: skip
     brain.__dict__.update(hparams=hparams, loss_parts={}, weight_sums={})
     return brain
@@ -231,7 +232,8 @@ def _batch(generator, b=4, t=12, length=5, v=6, n=2):
         p_ctc, p_seq, torch.tensor([1.0, 0.9, 0.7, 1.0])[:b], None
     )
     batch = SimpleNamespace(
-        phn_encoded=(phns, rel), phn_encoded_eos=(torch.cat([phns, phns[:, :1]], 1), eos_rel),
+        phn_encoded=(phns, rel),
+        phn_encoded_eos=(torch.cat([phns, phns[:, :1]], 1), eos_rel),
         teacher=teacher,
     )  # fmt: skip
     return predictions, batch

@@ -203,7 +203,7 @@ def pool_manifests(out, corpus, say):
     with its true phones, as a labelled manifest. Made once."""
     folder = os.path.join(out, "unlabelled")
     done = os.path.join(folder, "oracle-2x.json")
-    paths = {size: os.path.join(folder, f"{size}.json") for size in POOL_SIZES}
+    paths = pool_paths(out)
     if os.path.isfile(done):
         return paths
     argv = ["tools/make_mini_timit.py", corpus, "--preset", CORPUS_PRESET]
@@ -243,6 +243,12 @@ def pool_manifests(out, corpus, say):
 SPLIT_NAMES = ("train", "valid", "test")
 
 
+def pool_paths(out):
+    """{pool size: its unlabelled manifest} under ``out/unlabelled``."""
+    folder = os.path.join(out, "unlabelled")
+    return {size: os.path.join(folder, f"{size}.json") for size in POOL_SIZES}
+
+
 def true_phones(phn_path, phn_set=39):
     """The 39 folded phones of a .PHN file, as timit_prepare reads them."""
     from timit_prepare import _fold_table, _read_phn
@@ -265,7 +271,10 @@ def build_jobs(args, corpus):
     pool = None
     if any(c[4] and "unlabelled" in c[4] or c[4] and "oracle" in c[4]
            for c in chosen if isinstance(c[4], dict)):  # fmt: skip
-        pool = pool_manifests(out, corpus, print)
+        if args.plan or args.summarize:  # names only: nothing is made
+            pool = pool_paths(out)
+        else:
+            pool = pool_manifests(out, corpus, print)
     teacher_sets = {"t3": TEACHERS_3, "t10": TEACHERS_10}
     jobs = []
 
