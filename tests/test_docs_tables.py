@@ -1,0 +1,44 @@
+"""The committed result tables are what their results files say: each table
+is regenerated here from the results file beside it and must appear in the
+page verbatim (a figure edited by hand, or a table left behind when the
+results were rerun, fails)."""
+
+import glob
+import json
+import os
+import sys
+
+import pytest
+from conftest import REPO
+
+from mtkd_tools.results import markdown_table, runs_table
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import run_all  # noqa: E402
+
+STUDY_RESULTS = sorted(glob.glob(os.path.join(REPO, "docs", "kd_study", "**",
+                                              "results.json"), recursive=True))  # fmt: skip
+
+
+def test_there_are_study_results_to_check():
+    assert len(STUDY_RESULTS) >= 4
+
+
+@pytest.mark.parametrize("path", STUDY_RESULTS, ids=lambda p: os.path.relpath(p, REPO))
+def test_study_tables_are_regenerated_from_their_results_file(path):
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    with open(os.path.join(os.path.dirname(path), "RESULTS.md"), encoding="utf-8") as f:
+        page = f.read()
+    assert markdown_table(results["models"]) in page
+    assert runs_table(results["runs"]) in page
+    for comparison in results["comparisons"]:
+        assert comparison["sentence"] in page
+
+
+def test_benchmark_table_is_regenerated_from_its_results_file():
+    with open(os.path.join(REPO, "bench", "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    with open(os.path.join(REPO, "bench", "RESULTS.md"), encoding="utf-8") as f:
+        page = f.read()
+    assert run_all.table(run_all.all_rows(results)) in page
