@@ -4,6 +4,7 @@
     python run_demo.py                      # mini corpus, one seed
     python run_demo.py --seeds 3            # the students at 3 seeds each
     python run_demo.py --quick              # tiny smoke run, under 3 minutes
+    python run_demo.py --unlabelled         # + audio the teachers never saw
     python run_demo.py --data_folder /path/to/TIMIT --device cuda
 
 Runs the three stages exactly as a user would, as subprocesses with the same
@@ -30,6 +31,16 @@ command lines (each one is printed, and logged in ``<output_folder>/logs/``):
    student against the baseline: PER difference, 95 % CI and p-value of a
    paired bootstrap over the test utterances, seed i against seed i
    (mtkd_tools/significance.py, docs/results-and-significance.md).
+
+``--unlabelled`` (issue 23; docs/kd_study.md "Audio the teachers never
+trained on") gives the corpus a pool of new speakers as much audio as train
+(``POOL``, 48 speakers; its phones are not used), writes the store's
+unlabelled part on it, and trains every distilled student on train + the
+pool (``--unlabelled``, alpha 0.5 on train, the teachers alone on the pool),
+with one more student, ``pseudo``: train + the pool with the teachers'
+consensus as a hard label and no KD term (self-training), so that the table
+shows what the teachers' distributions add to the extra audio. Its default
+output folder is ``results/demo_unlabelled``.
 
 Seeds: the teachers are trained once, at their own seeds, whatever ``--seeds``
 says; only the students' seed varies. The question the demo asks is whether
@@ -145,6 +156,10 @@ QUICK = {
     "student_epochs": 1,
 }
 QUICK_SETTINGS = {"test_beam_size": 2, "lr": 0.003}
+# --unlabelled: pool speakers (as many as the preset's training speakers, so
+# the pool is as much audio as train), and the self-training student's keys.
+POOL_SPEAKERS = {"demo_core": 48, "tiny": 6}
+SELF_TRAINING = {"alpha": 0.0, "unlabelled_alpha": 0.0}
 
 
 class DemoError(RecipeError):
@@ -392,6 +407,8 @@ def build_jobs(args, data_folder):
     list_file = os.path.join(out, "teachers.txt")
     argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
     argv += ["--tea_models_dir", list_file, "--output_folder", store_folder]
+    if args.unlabelled:
+        argv += ["--unlabelled", pool_folder(data_folder)]
     save = Job(
         "save_teachers", argv, store_folder,
         os.path.join(store_folder, "store_summary.json"), after=teacher_jobs,
@@ -422,12 +439,16 @@ def build_jobs(args, data_folder):
         )  # fmt: skip
         if save not in jobs:
             jobs.append(save)
-        for strategy in args.strategies:
+        for strategy in student_strategies(args):
             folder = student_folder(out, strategy, seed)
             argv = ["train_kd.py", "hparams/train_kd.yaml", *common]
-            argv += ["--output_folder", folder, "--strategy", strategy]
+            argv += ["--output_folder", folder]
+            argv += ["--strategy", "weighted" if strategy == "pseudo" else strategy]
             argv += ["--tea_infer_dir", os.path.join(store_folder, "store")]
             argv += flags({**student, **KD_SETTINGS})
+            if args.unlabelled:
+                argv += ["--unlabelled", pool_folder(data_folder)]
+                argv += flags(SELF_TRAINING if strategy == "pseudo" else {})
             name = f"student-{strategy}-seed{seed}"
             jobs.append(
                 Job(name, argv, folder, RunFolder(folder).per_test_file,
@@ -435,6 +456,17 @@ def build_jobs(args, data_folder):
                     log_file=os.path.join(logs, f"{name}.log"))
             )  # fmt: skip
     return jobs
+
+
+def student_strategies(args):
+    """The distilled students: ``--strategies``, and with ``--unlabelled``
+    the self-training one, ``pseudo``."""
+    return [*args.strategies, *(["pseudo"] if args.unlabelled else [])]
+
+
+def pool_folder(data_folder):
+    """The mini corpus's pool of unlabelled audio (``--unlabelled``)."""
+    return os.path.join(data_folder, "POOL")
 
 
 def student_seeds(args):
@@ -479,11 +511,15 @@ def make_corpus(args, say):
             f"({PRESETS[args.preset]}), and the runs in {out} were made on "
             f"the corpus there: remove {out} or give another --output_folder."
         ) from None
+    argv = ["tools/make_mini_timit.py", corpus, "--preset", args.preset]
+    argv += ["--seed", str(args.corpus_seed), "--quiet"]
+    if args.unlabelled:
+        argv += ["--pool_speakers", str(POOL_SPEAKERS[args.preset])]
+        if existing is not None and not os.path.isdir(pool_folder(corpus)):
+            existing = None  # the corpus is there, its pool is still to make
     if existing is not None:
         say(f"mini corpus: {corpus} (already made)")
         return corpus
-    argv = ["tools/make_mini_timit.py", corpus, "--preset", args.preset]
-    argv += ["--seed", str(args.corpus_seed), "--quiet"]
     say(f"mini corpus: making it\n           $ {shlex.join(['python', *argv])}")
     t0 = time.time()
     subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
@@ -546,6 +582,13 @@ def parse_args(argv):
         "best weighted; average adds about 7 min on 2 CPU cores, see "
         "docs/demo.md#time)",
     )  # fmt: skip
+    parser.add_argument(
+        "--unlabelled", action="store_true",
+        help="also distil on a pool of audio the teachers never trained on "
+        "(as much as train; the mini corpus's POOL, or DATA_FOLDER/POOL), and "
+        "train a self-training student, pseudo (default output folder: "
+        "results/demo_unlabelled)",
+    )  # fmt: skip
     parser.add_argument("--corpus_seed", type=int, default=1234)
     parser.add_argument(
         "--cost_files", type=int,
@@ -560,7 +603,11 @@ def parse_args(argv):
     if args.cost_files is None:
         args.cost_files = 2 if args.quick else 8
     if args.output_folder is None:
-        args.output_folder = "results/demo_quick" if args.quick else "results/demo"
+        args.output_folder = (
+            "results/demo"
+            + ("_unlabelled" if args.unlabelled else "")
+            + ("_quick" if args.quick else "")
+        )
     if args.jobs is None:
         args.jobs = 1 if args.device.startswith("cuda") else min(2, os.cpu_count())
     if args.seeds < 1:
@@ -615,6 +662,13 @@ def main(argv=None):
         f"students: {seeds_text}, width {args.student_width}, alpha "
         f"{KD_SETTINGS['alpha']}, temperature {KD_SETTINGS['temperature']}.",
     ]
+    if args.unlabelled:
+        preamble.append(
+            f"Unlabelled audio: {pool_folder(data_folder)}; every distilled "
+            "student trains on train + it (the teachers alone there, "
+            "unlabelled_alpha 1); student-pseudo learns the teachers' consensus "
+            "on it as a hard label, without KD terms (alpha 0, unlabelled_alpha 0)."
+        )
     if args.quick:
         preamble.insert(0, SMOKE_RUN_NOTE)
     out = os.path.abspath(args.output_folder)

@@ -130,6 +130,18 @@ def count_parameters(model_config_path):
     return sum(p.numel() for p in model.parameters())
 
 
+def _self_training(values):
+    """A train_kd.py run on unlabelled audio with alpha 0 on both kinds of
+    utterance: it learns the teachers' consensus as a hard label, nothing
+    of their distributions (self-training)."""
+    unlabelled = str(values.get("unlabelled", "null")).strip()
+    try:
+        alphas = float(values.get("alpha", 1)), float(values.get("unlabelled_alpha", 1))
+    except ValueError:
+        return False
+    return unlabelled not in ("null", "None", "") and alphas == (0.0, 0.0)
+
+
 def read_run(folder):
     """One run's figures (dict), or ResultsError naming what is missing.
 
@@ -161,6 +173,8 @@ def read_run(folder):
     values = top_level_values(paths["hyperparams.yaml"])
     if "tea_infer_dir" in values:
         kind, name = "student", f"student-{values.get('strategy', '?')}"
+        if _self_training(values):  # no KD term at all: the strategy is moot
+            name = "student-pseudo"
     else:
         name = values.get("teacher_name", os.path.basename(folder))
         kind = "student" if name.startswith("student") else "teacher"

@@ -225,3 +225,28 @@ def test_valid_decode_scores_the_kept_checkpoints_on_valid(quick_demo, tmp_path)
     )
     assert bad.returncode == 2 and "has not finished" in bad.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_unlabelled_demo_adds_the_pool_and_a_self_training_student(tmp_path):
+    """--unlabelled: a pool as large as train beside the corpus, the store's
+    unlabelled part, every distilled student on train + the pool, and the
+    self-training student, named student-pseudo in the table."""
+    out = tmp_path / "unlabelled"
+    run_script(["run_demo.py", "--quick", "--unlabelled", "--output_folder", str(out)])
+    pool = out / "TIMIT" / "POOL"
+    assert json.loads((pool / "MINI_POOL.json").read_text())["summary"]["speakers"] == 6
+    store = out / "save_teachers" / "store"
+    assert (store / "unlabelled-t000-t001.h5").is_file()
+    text = (out / "RESULTS.md").read_text()
+    assert list(table_rows(text)) == TEACHERS + STUDENTS + ["student-pseudo"]
+    assert "student-pseudo vs student-baseline" in text
+    for name, alphas in (("weighted", ("0.5", "1.0")), ("pseudo", ("0.0", "0.0"))):
+        folder = out / "students" / name / "seed2000"
+        seen = json.loads((folder / "data_seen.json").read_text())
+        assert seen["labelled"]["utterances"] == 48
+        assert (
+            seen["unlabelled"]["utterances"] + seen["unlabelled_empty_consensus"] == 48
+        )
+        values = top_level_values(str(folder / "hyperparams.yaml"))
+        assert values["unlabelled"] == str(pool)
+        assert (values["alpha"], values["unlabelled_alpha"]) == alphas

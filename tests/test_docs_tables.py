@@ -16,8 +16,11 @@ from mtkd_tools.results import markdown_table, runs_table
 sys.path.insert(0, os.path.join(REPO, "bench"))
 import run_all  # noqa: E402
 
-STUDY_RESULTS = sorted(glob.glob(os.path.join(REPO, "docs", "kd_study", "**",
-                                              "results.json"), recursive=True))  # fmt: skip
+STUDY_RESULTS = sorted(
+    glob.glob(
+        os.path.join(REPO, "docs", "kd_study", "**", "results.json"), recursive=True
+    )
+)
 
 
 def test_there_are_study_results_to_check():
