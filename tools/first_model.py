@@ -2,7 +2,7 @@
 """A first model worth transcribing with, in about 5 minutes on 2 CPU cores.
 
     python tools/first_model.py                      # results/first_model
-    python tools/first_model.py --epochs 20          # longer, better
+    python tools/first_model.py --epochs 30          # longer, better
 
 Four commands, each printed before it runs, as you would type them:
 
@@ -38,7 +38,7 @@ from run_demo import (  # noqa: E402
 )
 
 WIDTH = 64  # the demo's student (149 k parameters)
-EPOCHS = 12
+EPOCHS = 20
 
 
 def run(argv, say):
