@@ -104,6 +104,19 @@ def training_data(hparams, store):
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(seen, f, indent=2)
         os.replace(path + ".tmp", path)
+        # The resolved hyperparams say it too, where a reader of the run looks.
+        labelled, unlabelled = seen["labelled"], seen["unlabelled"]
+        with open(
+            os.path.join(hparams["output_folder"], "hyperparams.yaml"), "a",
+            encoding="utf-8",
+        ) as f:  # fmt: skip
+            f.write(
+                f"# data seen per epoch: {labelled['utterances']} labelled "
+                f"utterances ({labelled['hours']:.3f} h), "
+                f"{unlabelled['utterances']} unlabelled ({unlabelled['hours']:.3f} "
+                f"h; {seen['unlabelled_empty_consensus']} left out: empty "
+                "consensus) - data_seen.json\n"
+            )
 
     run_on_main(write)
     return {**hparams, "train_annotation": hparams["mixed_train_annotation"]}

@@ -162,6 +162,8 @@ def test_student_trains_on_labelled_and_unlabelled_and_records_it(
     assert seen["labelled"]["utterances"] == 48
     assert seen["unlabelled"]["utterances"] + seen["unlabelled_empty_consensus"] == 12
     assert seen["unlabelled_alpha"] == (1.0 if name == "kd" else 0.0)
+    resolved = open(os.path.join(out, "hyperparams.yaml")).read()
+    assert "# data seen per epoch: 48 labelled utterances (" in resolved
     with open(os.path.join(out, "train_with_unlabelled.json")) as f:
         mixed = json.load(f)
     store = TeacherStore(unlabelled_store[0])
