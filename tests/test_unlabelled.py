@@ -280,3 +280,33 @@ def test_mixed_batch_objective_is_each_groups_objective_by_its_share():
     only_sup = _brain(0.5, 0.0).combine_losses(None, None, predictions, batch, train)
     ctc, seq = _brain(0, 0).supervised_losses(predictions, batch)
     assert torch.allclose(only_sup, 0.3 * ctc + 0.7 * seq)
+
+
+def test_unlabelled_targets_do_not_depend_on_batching(
+    mini_corpus, teacher_list, teacher_store, unlabelled_store, tmp_path
+):
+    """Utterance-keyed and batch-independent, as the labelled splits: batch 1
+    in ascending order gives the consensus and targets of batch 5 descending."""
+    store = str(tmp_path / "store")
+    shutil.copytree(teacher_store, store)
+    save_teachers.main(
+        [SAVE_YAML, "--data_folder", mini_corpus, "--tea_models_dir", teacher_list,
+         "--output_folder", str(tmp_path / "out"), "--store_folder", store,
+         "--device", "cpu", "--noprogressbar", "--batch_size", "1",
+         "--unlabelled", "timit_sa"]
+    )  # fmt: skip
+    one, five = TeacherStore(store), TeacherStore(unlabelled_store[0])
+    assert sorted(one.utterance_ids(UNLABELLED)) == sorted(
+        five.utterance_ids(UNLABELLED)
+    )
+    for utt_id in one.utterance_ids(UNLABELLED):
+        a, b = one.get(UNLABELLED, utt_id), five.get(UNLABELLED, utt_id)
+        assert (
+            one.pseudo_reference(utt_id).tolist()
+            == five.pseudo_reference(utt_id).tolist()
+        )
+        assert [h.tolist() for h in a["ctc_hyps"]] == [
+            h.tolist() for h in b["ctc_hyps"]
+        ]
+        assert torch.allclose(a["att_dist"], b["att_dist"], atol=1e-3, rtol=0)
+        assert torch.equal(a["att_per"], b["att_per"])
