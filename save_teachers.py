@@ -145,7 +145,7 @@ def main(argv):
         autocast=lambda: cluster.autocast(device, loaded.run_opts["precision"]),
         progress=progress,
     )
-    if hparams["unlabelled"]:
+    if hparams.get("unlabelled"):
         write_unlabelled(hparams, list_file, files, load, device, loaded.run_opts)
     report_store(
         hparams["store_folder"],

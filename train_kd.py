@@ -74,8 +74,19 @@ def check_kd_keys(hparams):
     if hparams["weight_scope"] not in WEIGHT_SCOPES:
         raise HparamsError(f"weight_scope must be one of {WEIGHT_SCOPES}")
     for key in ("alpha", "unlabelled_alpha"):
-        if not 0.0 <= hparams[key] <= 1.0:
+        if key in hparams and not 0.0 <= hparams[key] <= 1.0:
             raise HparamsError(f"{key} must be in [0, 1], got {hparams[key]}")
+    if hparams.get("unlabelled"):
+        missing = [
+            key for key in ("unlabelled_annotation", "mixed_train_annotation",
+                            "unlabelled_alpha") if key not in hparams
+        ]  # fmt: skip
+        if missing:
+            raise HparamsError(
+                f"unlabelled is set but the hparams file has no {', '.join(missing)}"
+                " (a copy of an older train_kd.yaml?): add them as in the recipe's "
+                "hparams/train_kd.yaml"
+            )
 
 
 def training_data(hparams, store):
@@ -83,7 +94,7 @@ def training_data(hparams, store):
     replaced by train + the unlabelled audio when ``unlabelled`` is set (the
     manifest written to ``mixed_train_annotation``, its amounts to
     ``data_seen.json``)."""
-    if not hparams["unlabelled"]:
+    if not hparams.get("unlabelled"):
         return hparams
     prepare_unlabelled_manifest(hparams)
     pseudo_refs = check_unlabelled_store(store, hparams)
@@ -139,7 +150,7 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(training_data(hparams, store))
     check_store_matches(store, hparams, label_encoder)
     add_teacher_pipeline(
-        datasets["train"], store, None if hparams["unlabelled"] else "train"
+        datasets["train"], store, None if hparams.get("unlabelled") else "train"
     )
     sb.dataio.dataset.set_output_keys(
         [datasets["train"]], BASE_OUTPUT_KEYS + [TEACHER_KEY]
