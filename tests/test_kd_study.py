@@ -268,3 +268,35 @@ def test_summary_of_the_unlabelled_group_compares_with_self_training(tmp_path):
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "oracle-1x (train + pool with its true phones) closed" in text
     assert "pseudo-1x 50 %" in text and "weighted-1x 75 %" in text
+
+
+def test_confirm_compares_the_chosen_configuration_on_fresh_seeds(tmp_path):
+    """--confirm weighted-1x --seeds 5: against the baseline and self-training
+    on seeds 2003-2004 alone, then on all five; in RESULTS.md and results.json."""
+    for config, edits in (("baseline", 6), ("pseudo-1x", 5), ("weighted-1x", 4)):
+        for i in range(5):
+            fresh_gain = 1 if (config == "weighted-1x" and i >= 3) else 0
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i, kd=config != "baseline",
+                     edits=[edits + fresh_gain] * 10)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--seeds", "5",
+                      "--models", "baseline", "pseudo-1x", "weighted-1x",
+                      "--confirm", "weighted-1x",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    got = {(c["baseline"], c["seeds"]): c for c in result["confirmations"]}
+    assert got[("baseline", "fresh seeds")]["pairs"] == [[2003, 2003], [2004, 2004]]
+    assert got[("baseline", "fresh seeds")]["result"]["difference"] == pytest.approx(
+        -5.0
+    )
+    assert got[("baseline", "every seed")]["result"]["difference"] == pytest.approx(
+        -8.0
+    )
+    assert got[("pseudo-1x", "fresh seeds")]["result"]["difference"] == pytest.approx(
+        0.0
+    )
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "Confirmation of weighted-1x, chosen on valid" in text
+    assert "fresh seeds: weighted-1x vs baseline: -5.00 PER points" in text
+    assert "--confirm weighted-1x" in text

@@ -453,6 +453,12 @@ def parse_args(argv):
         "--docs_folder", default=os.path.join(REPO, "docs", "kd_study"),
         help="also write the tables here ('' for nowhere)",
     )  # fmt: skip
+    parser.add_argument(
+        "--confirm", nargs="+", metavar="NAME",
+        help="configurations chosen on valid: the summary compares them with "
+        "their baseline on the fresh seeds alone (seed indices 3 and up) and on "
+        "every seed",
+    )  # fmt: skip
     parser.add_argument("--plan", action="store_true", help="list runs and exit")
     parser.add_argument(
         "--summarize", action="store_true", help="only write the tables"
@@ -506,8 +512,9 @@ def study_command(args):
     defaults (``--output_folder``, ``--jobs`` and ``--docs_folder`` aside)."""
     argv = ["python", "tools/kd_study.py"]
     defaults = vars(parse_args([]))
-    for key in ("groups", "models", "seeds", "teacher_epochs", "student_epochs",
-                "finetune_epochs", "augment", "corpus_seed"):  # fmt: skip
+    for key in ("groups", "models", "seeds", "confirm", "teacher_epochs",
+                "student_epochs", "finetune_epochs", "augment",
+                "corpus_seed"):  # fmt: skip
         value = getattr(args, key)
         if value == defaults[key]:
             continue
@@ -547,11 +554,14 @@ def paper_comparisons(groups, by_name):
     return out
 
 
-def _compare(name, baseline, by_name):
+def _compare(name, baseline, by_name, only=None):
     """The paired bootstrap of ``name`` against ``baseline`` over their
-    common seeds (seed i with seed i), as a comparison record."""
+    common seeds (seed i with seed i; ``only``: those of these seeds), as a
+    comparison record."""
     group, base = by_name[name], by_name[baseline]
     seeds = [s for s in group["seeds"] if s in base["seeds"]]
+    if only is not None:
+        seeds = [s for s in seeds if s in only]
     result = paired_bootstrap(
         [run_edit_counts(r["folder"]) for r in base["runs"] if r["seed"] in seeds],
         [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
@@ -626,6 +636,30 @@ def oracle_gaps(groups, by_name):
     return out
 
 
+def confirmations(args, by_name):
+    """``--confirm NAME``: the configuration chosen on valid, against its
+    baseline (and self-training, for a student on the pool) on the fresh
+    seeds only (seed indices 3 and up, which took no part in choosing it),
+    then on every seed."""
+    fresh = {STUDENT_SEED + i for i in range(3, args.seeds)}
+    out = []
+    for name in args.confirm or ():
+        others = [baseline_of(name)]
+        if _pool_kd(name):
+            others.append(f"pseudo-{_pool_kd(name)[1]}")
+        for other in others:
+            if name not in by_name or other not in by_name:
+                continue
+            for label, only in (("fresh seeds", fresh), ("every seed", None)):
+                record = _compare(name, other, by_name, only)
+                if not record["pairs"]:
+                    continue
+                record["seeds"] = label
+                record["sentence"] = f"{label}: {record['sentence']}"
+                out.append(record)
+    return out
+
+
 def summarize(args, jobs, say):
     """RESULTS.md, results.json and valid_per.png of the finished runs, in the
     output folder and in ``--docs_folder``: teachers, then every configuration
@@ -672,6 +706,13 @@ def summarize(args, jobs, say):
     comparisons += paper_comparisons(groups, by_name)
     comparisons += self_training_comparisons(groups, by_name)
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
+    confirmed = confirmations(args, by_name)
+    if confirmed:
+        sentences.append(
+            f"Confirmation of {', '.join(args.confirm)}, chosen on valid before "
+            "its fresh seeds were run:"
+        )
+        sentences += [record["sentence"] for record in confirmed]
     done, total = sum(job.is_done() for job in jobs), len(jobs)
     lines = [
         "# Distillation study: results",
@@ -694,6 +735,7 @@ def summarize(args, jobs, say):
     ]
     models = [{k: v for k, v in g.items() if k != "runs"} for g in groups]
     payload = {"runs": runs, "models": models, "comparisons": comparisons}
+    payload["confirmations"] = confirmed
     for folder in (os.path.abspath(args.output_folder), args.docs_folder):
         if not folder:
             continue
