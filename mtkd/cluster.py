@@ -210,6 +210,40 @@ class _StopFlag:
 STOP = _StopFlag()
 
 
+class _Interrupt:
+    """Ctrl-C (SIGINT): KeyboardInterrupt at once, and a flag that stops the
+    run at the next safe point if that exception is lost.
+
+    Python runs a signal's handler between two bytecodes of the main thread,
+    which may be inside a finaliser (``__del__`` of an HDF5 or torch object);
+    an exception raised there can only be printed, and the run would go on
+    as if Ctrl-C had not been pressed. ``raise_if_interrupted`` at batch
+    boundaries (and when the stage returns) raises it again.
+    """
+
+    signum = None
+
+    def handler(self, signum, frame):
+        self.signum = signum
+        raise KeyboardInterrupt
+
+    def install(self):
+        """Takes SIGINT (main thread only; elsewhere Python's own stays)."""
+        try:
+            signal.signal(signal.SIGINT, self.handler)
+        except ValueError:  # not the main thread
+            pass
+
+
+INTERRUPT = _Interrupt()
+
+
+def raise_if_interrupted():
+    """KeyboardInterrupt if Ctrl-C was pressed (see ``_Interrupt``)."""
+    if INTERRUPT.signum is not None:
+        raise KeyboardInterrupt
+
+
 def requeue_on_signal(signals=STOP_SIGNALS):
     """SIGUSR1/SIGTERM: checkpoint at the next batch, exit REQUEUE_EXIT_CODE."""
     for sig in signals:
@@ -261,6 +295,7 @@ def _stop_message():
 def checkpoint_and_exit_if_stopping(brain, loss, should_step):
     """Called after every training batch (all ranks): on a stop signal, saves
     an intra-epoch checkpoint and exits with REQUEUE_EXIT_CODE."""
+    raise_if_interrupted()
     if not stop_requested(brain.device) or not should_step:
         return
     # Brain.fit would add this batch's loss after the hook: do it now so the

@@ -498,8 +498,11 @@ def run_stage(main, argv):
 
 def _run_and_explain(main, argv):
     """``main(argv)``, with the user's errors turned into one message."""
+    cluster.INTERRUPT.install()
     try:
-        return main(argv)
+        result = main(argv)
+        cluster.raise_if_interrupted()  # a Ctrl-C lost in a finaliser
+        return result
     except KeyboardInterrupt:
         print(
             "ERROR: interrupted (SIGINT / Ctrl-C). Checkpoints and store parts "

@@ -391,3 +391,27 @@ def test_a_signal_mid_store_leaves_no_part_and_the_rerun_finishes(
     assert not glob.glob(str(store / "*.h5"))
     run_script(command)
     assert len(glob.glob(str(store / "*.h5"))) == 1
+
+
+def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_run(capsys):
+    """SIGINT's KeyboardInterrupt raised inside a __del__ can only be printed
+    by Python; the flag it leaves stops the stage when it returns (status
+    130, the one message) and a store writer at its next batch."""
+    import signal as signals
+
+    from mtkd import cluster
+    from mtkd.hparams import run_stage
+    from mtkd.store.writer import PartWriter
+
+    try:
+        cluster.INTERRUPT.signum = signals.SIGINT  # as if the exception was lost
+        with pytest.raises(SystemExit) as stop:
+            run_stage(lambda argv: "finished", [])
+        assert stop.value.code == 130
+        assert "ERROR: interrupted (SIGINT" in capsys.readouterr().err
+        writer = PartWriter.__new__(PartWriter)
+        with pytest.raises(KeyboardInterrupt):
+            writer.append(["utt"], [[]])
+    finally:
+        cluster.INTERRUPT.signum = None
+        signals.signal(signals.SIGINT, signals.default_int_handler)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mtkd.cluster import raise_if_interrupted
 from mtkd.disk import (
     DiskFullError,
     disk_full_error,
@@ -457,6 +458,7 @@ class PartWriter:
         """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b;
         ``chosen[b]`` (unlabelled split) the teacher whose hypothesis is b's
         consensus, the reference the targets were made against."""
+        raise_if_interrupted()  # a Ctrl-C lost in a finaliser stops here
         self.check_space(targets)
         rows = self.rows
         if chosen is not None:
