@@ -40,7 +40,7 @@ from mtkd.store.format import (
     unlabelled_part_files,
     unlabelled_part_path,
 )
-from mtkd.store.writer import PartLock, PartWriter, _teacher_differences
+from mtkd.store.writer import PartLock, PartWriter, teacher_differences
 from mtkd.teachers import consensus_targets, teacher_checksum
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def write_unlabelled_part(
         if indices != everyone:
             diff.append(f"it holds teachers {indices}, the list has {everyone}")
         else:
-            diff += _teacher_differences(
+            diff += teacher_differences(
                 meta, indices, teacher_files, set(everyone),
                 lambda k: teacher_checksum(teacher_files[k]),
             )  # fmt: skip

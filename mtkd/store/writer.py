@@ -172,7 +172,7 @@ def select_teachers(n_teachers, teacher_index=None, teacher_indices=None):
     return sorted(set(chosen))
 
 
-def _teacher_differences(meta, indices, teacher_files, requested, checksum):
+def teacher_differences(meta, indices, teacher_files, requested, checksum):
     """What differs between a part's teachers and the current list's lines.
 
     A requested teacher is compared by its files' checksum (a run moved to
@@ -221,7 +221,7 @@ def plan_parts(
     for path in complete_part_files(folder):
         meta, indices = read_part_header(path)
         diff = settings_differences(meta["settings"], settings)
-        diff += _teacher_differences(meta, indices, teacher_files, requested, checksum)
+        diff += teacher_differences(meta, indices, teacher_files, requested, checksum)
         mine = sorted(set(indices) & requested)
         if not diff:
             for k in indices:
