@@ -43,8 +43,7 @@ from mtkd.data import (
 )
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.stage_help import print_help_if_asked
-from mtkd.store import report_store, write_store
-from mtkd.store.unlabelled import write_unlabelled_part
+from mtkd.store import report_store, write_store, write_unlabelled_part
 from mtkd.teachers import (
     check_run_labels,
     check_teacher_list,
