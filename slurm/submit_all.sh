@@ -14,7 +14,9 @@
 # job reads (also after a requeue). --dry-run prints the settings and the
 # sbatch commands, with made-up job ids so the dependencies show, and submits
 # and writes nothing. Submitting again is safe: finished teachers, store parts
-# and students are skipped by the jobs themselves.
+# and students are skipped by the jobs themselves. A job that fails writes a
+# line to $MTKD_OUT/failed.txt (job, array task, log); the jobs after it are
+# cancelled (--kill-on-invalid-dep=yes).
 set -euo pipefail
 
 usage() {
@@ -200,6 +202,7 @@ print_cmd() {
 }
 
 FAKE_ID=1000
+SUBMITTED=()
 # submit VAR SBATCH_ARGS...: submits, sets VAR to the job id.
 submit() {
     local var=$1 id
@@ -211,8 +214,15 @@ submit() {
         print_cmd "${cmd[@]}"
         echo "#   -> job $id (dry run)"
     else
-        id=$("${cmd[@]}")
+        if ! id=$("${cmd[@]}"); then
+            echo "submit_all.sh: sbatch refused the job above ($(print_cmd "${cmd[@]}"))" >&2
+            if ((${#SUBMITTED[@]})); then
+                echo "submit_all.sh: already submitted: ${SUBMITTED[*]} (cancel them: scancel ${SUBMITTED[*]})" >&2
+            fi
+            exit 1
+        fi
         id=${id%%;*} # --parsable prints ID or ID;CLUSTER
+        SUBMITTED+=("$id")
         echo "submitted job $id: $(print_cmd "${cmd[@]}")"
     fi
     printf -v "$var" '%s' "$id"
@@ -227,6 +237,12 @@ else
     settings_text >"$SETTINGS.tmp"
     mv "$SETTINGS.tmp" "$SETTINGS"
     echo "settings: $SETTINGS"
+    if [[ -e $MTKD_OUT/failed.txt ]]; then
+        earlier=$LOGS/failed-$(date '+%Y%m%d-%H%M%S').txt
+        mv "$MTKD_OUT/failed.txt" "$earlier"
+        echo "earlier failures (moved to $earlier):"
+        sed 's/^/  /' "$earlier"
+    fi
 fi
 
 slurm=$MTKD_REPO/slurm
@@ -256,3 +272,5 @@ submit kd_job --job-name=mtkd-kd "--dependency=afterok:$last_job" "${RES[@]}" \
     "--output=$LOGS/%x-%j.out" "$slurm/train_kd.sbatch" "$SETTINGS"
 
 echo "# Student results will be in $MTKD_KD_OUT (logs: $LOGS)"
+echo "# A job that fails writes a line to $MTKD_OUT/failed.txt (which task, its log);"
+echo "# the jobs after it are then cancelled (DependencyNeverSatisfied)."

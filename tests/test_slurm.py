@@ -174,6 +174,29 @@ def test_submission_parses_job_ids_and_writes_the_settings(tmp_path):
     ]
 
 
+def test_submission_refused_part_way_names_what_was_submitted(tmp_path):
+    """sbatch accepts the teachers and refuses the store: submit_all.sh stops
+    and says which jobs to cancel."""
+    calls = tmp_path / "sbatch.calls"
+    env = fake_bin(
+        tmp_path,
+        "sbatch",
+        f'echo "$*" >> {calls}\n'
+        f'if [ "$(wc -l < {calls})" -gt 1 ]; then\n'
+        '  echo "sbatch: error: Batch job submission failed: Invalid account" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        "echo 701\n",
+    )
+    env.update(MTKD_DATA="/data/TIMIT", MTKD_OUT=str(tmp_path / "out"))
+    proc = run([SUBMIT], env)
+    assert proc.returncode == 1 and len(calls.read_text().splitlines()) == 2
+    assert "Invalid account" in proc.stderr
+    assert "sbatch refused the job above (sbatch " in proc.stderr
+    assert "--job-name=mtkd-store" in proc.stderr
+    assert "already submitted: 701 (cancel them: scancel 701)" in proc.stderr
+
+
 # ---------------------------------------------------------------------------
 # The requeue wrapper, with stand-in stages.
 
@@ -199,20 +222,39 @@ open(marker, "w").close()
 """
 
 
-def wrapper(tmp_path, seconds, mode, signal_after=None, extra_env=None):
-    """Runs run_requeueable on the stand-in stage; returns (status, log, calls)."""
+# A stand-in scontrol: `show job` answers as SLURM does (-o, one line) with
+# FAKE_STATE (RUNNING), FAKE_RESTARTS (SLURM_RESTART_COUNT) and the job's log
+# FAKE_LOG; other calls are written to the calls file.
+SCONTROL = """
+if [[ $1 == show ]]; then
+    echo "JobId=$SLURM_JOB_ID JobName=mtkd-teacher JobState=${FAKE_STATE:-RUNNING} \
+Reason=None Requeue=1 Restarts=${FAKE_RESTARTS:-${SLURM_RESTART_COUNT:-0}} \
+StdErr=${FAKE_LOG:-/dev/null} StdOut=${FAKE_LOG:-/dev/null}"
+else
+    echo "$*" >> CALLS
+fi
+"""
+
+
+def wrapper(
+    tmp_path, seconds, mode, signal_after=None, extra_env=None, report_status=True
+):
+    """Runs run_requeueable on the stand-in stage; returns (status, log, calls).
+    ``report_status=False``: the shell ends with the wrapper's status (as the
+    sbatch scripts do) instead of printing it."""
     stage = tmp_path / "stage.py"
     stage.write_text(STAGE)
     calls = tmp_path / "scontrol.calls"
-    env = fake_bin(tmp_path, "scontrol", f'echo "$*" >> {calls}\n')
+    env = fake_bin(tmp_path, "scontrol", SCONTROL.replace("CALLS", str(calls)))
     env.update(SLURM_JOB_ID="77", MTKD_STOP_GRACE="2", MTKD_MAX_REQUEUES="5")
     env.update(extra_env or {})
     marker = tmp_path / "done"
     script = (
         f"source {SLURM}/common.sh; MTKD_TORCHRUN=0; "
-        f"run_requeueable {marker} {sys.executable} {stage} {seconds} {marker} {mode}; "
-        'echo "returned $?"'
+        f"run_requeueable {marker} {sys.executable} {stage} {seconds} {marker} {mode}"
     )
+    if report_status:
+        script += '; echo "returned $?"'
     log_path = tmp_path / "wrapper.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -245,6 +287,77 @@ def test_wrapper_requeues_on_sigterm_too(tmp_path):
     assert status == 0 and "signal TERM" in log and calls == "requeue 77\n"
 
 
+def test_wrapper_leaves_a_cancelled_job_cancelled(tmp_path):
+    """scancel: SIGTERM, the job shows COMPLETING and slurmstepd's line in its
+    log gives no cause. The stage checkpoints; the job is not requeued (the
+    real scheduler lets a cancelled job requeue itself, so before this check
+    scancel could not stop a job: tests/test_slurm_cluster.py)."""
+    job_log = tmp_path / "job.out"
+    job_log.write_text(
+        "slurmstepd-vm: error: *** JOB 77 ON vm CANCELLED AT 2026-12-04T07:16:08 "
+        "DUE TO JOB REQUEUE ***\n"  # an earlier run of the job, requeued
+        "slurmstepd-vm: error: *** JOB 77 ON vm CANCELLED AT 2026-12-04T08:00:00 ***\n"
+    )
+    env = {"FAKE_STATE": "COMPLETING", "FAKE_LOG": str(job_log), "MTKD_OUT": ""}
+    env["SLURM_RESTART_COUNT"] = "1"
+    status, log, calls = wrapper(
+        tmp_path, 30, "ok", signal_after=signal.SIGTERM, extra_env=env
+    )
+    assert status == 143 and calls == ""
+    assert "job 77 was cancelled (scancel): not requeueing" in log
+
+
+def test_wrapper_requeues_a_job_at_its_time_limit(tmp_path):
+    """SIGTERM at the time limit (the SIGUSR1 before it was missed): requeue."""
+    job_log = tmp_path / "job.out"
+    job_log.write_text(
+        "slurmstepd-vm: error: *** JOB 77 ON vm CANCELLED AT 2026-12-04T08:00:00 "
+        "DUE TO TIME LIMIT ***\n"
+    )
+    env = {"FAKE_STATE": "COMPLETING", "FAKE_LOG": str(job_log)}
+    status, log, calls = wrapper(
+        tmp_path, 30, "ok", signal_after=signal.SIGTERM, extra_env=env
+    )
+    assert status == 0 and calls == "requeue 77\n"
+
+
+def test_wrapper_does_not_requeue_a_job_slurm_requeues(tmp_path):
+    """`scontrol requeue JOB` from outside (or a pre-emption that requeues):
+    SIGTERM, and the restart count is already one more than the job's."""
+    env = {"FAKE_STATE": "COMPLETING", "FAKE_RESTARTS": "1"}
+    status, log, calls = wrapper(
+        tmp_path, 30, "ok", signal_after=signal.SIGTERM, extra_env=env
+    )
+    assert status == 0 and calls == ""
+    assert "SLURM is requeueing job 77 already (restart 1): stopping" in log
+
+
+def test_wrapper_notes_a_failed_job_with_its_log(tmp_path):
+    """A failed job: one line in $MTKD_OUT/failed.txt, with the array task and
+    the log SLURM writes it to; no line for a requeue."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {
+        "MTKD_OUT": str(out), "FAKE_LOG": "/scratch/logs/mtkd-teacher-70_3.out",
+        "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_JOB_NAME": "mtkd-teacher",
+    }  # fmt: skip
+    status, log, calls = wrapper(
+        tmp_path, 0, "fail", extra_env=env, report_status=False
+    )
+    assert status == 3 and calls == ""
+    note = (out / "failed.txt").read_text()
+    expected = (
+        "job 70_3 (mtkd-teacher, array task 3) failed with status 3: "
+        "log /scratch/logs/mtkd-teacher-70_3.out"
+    )
+    assert note.endswith(expected + "\n") and note.count("\n") == 1
+    assert expected in log and "are cancelled: fix the cause" in log
+    status, _, calls = wrapper(tmp_path, 0, "stop", extra_env=env, report_status=False)
+    assert status == 0 and calls == "requeue 77\n"
+    assert (out / "failed.txt").read_text() == note  # a requeue is no failure
+
+
 def test_wrapper_requeues_when_the_stage_asks_without_a_signal(tmp_path):
     """E.g. torchrun: the ranks stopped (status 75) but torchrun says 1; the
     stage's note in MTKD_REQUEUE_FILE decides."""
@@ -263,10 +376,17 @@ def test_wrapper_returns_a_failure_without_requeue(tmp_path):
 
 
 def test_wrapper_gives_up_after_max_requeues(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
     status, log, calls = wrapper(
-        tmp_path, 0, "stop", extra_env={"SLURM_RESTART_COUNT": "5"}
+        tmp_path,
+        0,
+        "stop",
+        extra_env={"SLURM_RESTART_COUNT": "5", "MTKD_OUT": str(out)},
+        report_status=False,
     )
     assert status == 1 and "giving up" in log and calls == ""
+    assert "failed with status 1" in (out / "failed.txt").read_text()
 
 
 def test_wrapper_outside_slurm_exits_75(tmp_path):
