@@ -300,3 +300,28 @@ def test_confirm_compares_the_chosen_configuration_on_fresh_seeds(tmp_path):
     assert "Confirmation of weighted-1x, chosen on valid" in text
     assert "fresh seeds: weighted-1x vs baseline: -5.00 PER points" in text
     assert "--confirm weighted-1x" in text
+
+
+def test_valid_decode_uses_a_runs_own_valid_manifest(tmp_path):
+    """A run on manifests made elsewhere (the oracle: --valid_annotation and
+    --test_annotation given) is scored on its own valid manifest; others on
+    the valid.json in their folder."""
+    import valid_decode
+
+    run = tmp_path / "oracle-1x" / "seed0"
+    make_run(run, name="student-oracle-1x", seed=2000)
+    (run / "demo_command.txt").write_text(
+        "python train_teacher.py hparams/teacher.yaml --output_folder X "
+        "--skip_prep True --valid_annotation /m/valid.json --test_annotation "
+        "/m/test.json\n"
+    )
+    argv = valid_decode.valid_command(str(run), "/copy")
+    assert argv[argv.index("--test_annotation") + 1] == "/m/valid.json"
+    assert argv.count("--test_annotation") == 1 and argv.count("--skip_prep") == 1
+    assert argv[argv.index("--output_folder") + 1] == "/copy"
+    (run / "demo_command.txt").write_text(
+        "python train_teacher.py hparams/teacher.yaml --output_folder X\n"
+    )
+    argv = valid_decode.valid_command(str(run), "/copy")
+    assert argv[argv.index("--test_annotation") + 1] == "/copy/valid.json"
+    assert argv[-2:] == ["--skip_prep", "true"]

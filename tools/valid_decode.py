@@ -80,7 +80,17 @@ def valid_command(folder, copy):
     if "--output_folder" not in argv:
         raise ValidDecodeError(f"{command_file}: the command has no --output_folder")
     argv[argv.index("--output_folder") + 1] = copy
-    argv += ["--test_annotation", os.path.join(copy, "valid.json")]
+    # The run's valid manifest: its own --valid_annotation (a run on manifests
+    # made elsewhere, e.g. the study's oracle), else the one in its folder.
+    valid = os.path.join(copy, "valid.json")
+    if "--valid_annotation" in argv:
+        valid = argv[argv.index("--valid_annotation") + 1]
+    if "--test_annotation" in argv:
+        argv[argv.index("--test_annotation") + 1] = valid
+    else:
+        argv += ["--test_annotation", valid]
+    if "--skip_prep" in argv:
+        return argv
     return argv + ["--skip_prep", "true"]
 
 
