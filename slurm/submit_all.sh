@@ -4,8 +4,12 @@
 #   1. teachers        array, task K trains hparams/teachers/teaK.yaml
 #   2. teacher store   array, task P writes the store part of teacher P
 #                      (after every teacher: --dependency=afterok:<job 1>)
+#   2b. unlabelled     optional (MTKD_UNLABELLED=SOURCE): one job, every
+#                      teacher on audio without transcripts (the store's
+#                      unlabelled part; after the store array)
 #   3. merge           optional (MTKD_MERGE=1): the parts into one file
-#   4. student         train_kd.py on MTKD_KD_GPUS GPUs (torchrun when > 1)
+#   4. student         train_kd.py on MTKD_KD_GPUS GPUs (torchrun when > 1),
+#                      with --unlabelled SOURCE when set
 #
 #   MTKD_DATA=/path/to/TIMIT slurm/submit_all.sh [--dry-run] [NAME=VALUE ...]
 #
@@ -40,10 +44,11 @@ Variables (environment or NAME=VALUE arguments; default in brackets):
   MTKD_TEACHERS        teacher numbers, an array spec: 0-9, 0,3,5-7 [0-9]
   MTKD_ARRAY_LIMIT     at most this many array tasks at once [no limit]
   MTKD_TEACHER_GPUS    GPUs per teacher, torchrun when > 1, 0: CPU [1]
-  MTKD_STORE_GPUS      GPUs per store task, 0 or 1 [1]
+  MTKD_STORE_GPUS      GPUs per store task (and the unlabelled job), 0 or 1 [1]
   MTKD_KD_GPUS         GPUs for the student, torchrun when > 1, 0: CPU [1]
   MTKD_TEACHER_TIME    time limit per teacher task [12:00:00]
-  MTKD_STORE_TIME      time limit per store task [02:00:00]
+  MTKD_STORE_TIME      time limit per store task (and the unlabelled job)
+                       [02:00:00]
   MTKD_MERGE_TIME      time limit of the merge job [02:00:00]
   MTKD_KD_TIME         time limit of the student job [12:00:00]
   MTKD_PRECISION       training precision: fp32, fp16, bf16 [fp32]
@@ -52,6 +57,14 @@ Variables (environment or NAME=VALUE arguments; default in brackets):
   MTKD_PRETRAIN_TEACHER  list position of the teacher whose encoder starts
                        the student, or none [0]
   MTKD_MERGE           1: merge the store parts into one file first [0]
+  MTKD_UNLABELLED      audio without transcripts for the student too: timit_sa,
+                       a folder of audio or a manifest (docs/stages.md); adds
+                       one job after the store array writing the store's
+                       unlabelled part with every teacher, and the student
+                       gets --unlabelled and reads the store folder (also with
+                       MTKD_MERGE=1: the merged file holds the labelled
+                       splits only; the merge still runs, not waited for)
+                       [none]
   MTKD_TEACHER_ARGS    more options for train_teacher.py [none]
   MTKD_STORE_ARGS      more options for save_teachers.py [none]
   MTKD_KD_ARGS         more options for train_kd.py [none]
@@ -118,7 +131,7 @@ if [[ -z ${MTKD_GPU_OPTION:-} ]]; then MTKD_GPU_OPTION='--gres=gpu:{}'; fi
 : "${MTKD_PRECISION:=fp32}" "${MTKD_EVAL_PRECISION:=fp32}"
 : "${MTKD_STRATEGY:=weighted}" "${MTKD_PRETRAIN_TEACHER:=0}" "${MTKD_MERGE:=0}"
 : "${MTKD_TEACHER_ARGS:=}" "${MTKD_STORE_ARGS:=}" "${MTKD_KD_ARGS:=}"
-: "${MTKD_STOP_GRACE:=90}" "${MTKD_MAX_REQUEUES:=20}"
+: "${MTKD_STOP_GRACE:=90}" "${MTKD_MAX_REQUEUES:=20}" "${MTKD_UNLABELLED:=}"
 
 for name in MTKD_PRECISION MTKD_EVAL_PRECISION; do
     [[ ${!name} =~ ^(fp32|fp16|bf16)$ ]] || die "$name must be fp32, fp16 or bf16"
@@ -142,12 +155,33 @@ if [[ $MTKD_PRETRAIN_TEACHER != none ]]; then
     [[ $MTKD_PRETRAIN_TEACHER =~ ^[0-9]+$ ]] && ((MTKD_PRETRAIN_TEACHER < n_teachers)) ||
         die "MTKD_PRETRAIN_TEACHER must be none or a list position 0..$((n_teachers - 1))"
 fi
+# MTKD_UNLABELLED: timit_sa, or a folder / manifest checked now (the jobs that
+# read it start only after the teachers and the store).
+if [[ $MTKD_UNLABELLED == none ]]; then MTKD_UNLABELLED=""; fi
+if [[ -n $MTKD_UNLABELLED && $MTKD_UNLABELLED != timit_sa ]]; then
+    MTKD_UNLABELLED=$(abspath "$MTKD_UNLABELLED")
+    [[ -d $MTKD_UNLABELLED || ($MTKD_UNLABELLED == *.json && -f $MTKD_UNLABELLED) ]] ||
+        die "MTKD_UNLABELLED must be timit_sa, a folder of audio or a .json manifest; '$MTKD_UNLABELLED' is none of them"
+fi
 
 # Where things go (derived).
 MTKD_STORE=$MTKD_OUT/teacher_store
 MTKD_MERGED=$MTKD_OUT/teacher_store_merged.h5
 MTKD_TEACHER_LIST=$MTKD_OUT/teachers.txt
 MTKD_KD_OUT=$MTKD_OUT/student_$MTKD_STRATEGY
+# The store's unlabelled part (mtkd/store/format.py, unlabelled_part_path):
+# unlabelled-t000.h5 for one teacher, unlabelled-t000-tNNN.h5 for N + 1.
+MTKD_UNLABELLED_PART=""
+if [[ -n $MTKD_UNLABELLED ]]; then
+    MTKD_UNLABELLED_PART=$MTKD_STORE/unlabelled-t000.h5
+    if ((n_teachers > 1)); then
+        MTKD_UNLABELLED_PART=$(printf '%s/unlabelled-t000-t%03d.h5' "$MTKD_STORE" $((n_teachers - 1)))
+    fi
+fi
+# The store the student reads: the merged file with MTKD_MERGE=1, except with
+# unlabelled audio, which only the folder has.
+MTKD_KD_STORE=$MTKD_STORE
+if ((MTKD_MERGE)) && [[ -z $MTKD_UNLABELLED ]]; then MTKD_KD_STORE=$MTKD_MERGED; fi
 SETTINGS=$MTKD_OUT/slurm_settings.sh
 LOGS=$MTKD_OUT/logs
 
@@ -158,8 +192,8 @@ settings_text() {
         MTKD_TEACHER_IDS MTKD_TEACHER_GPUS MTKD_STORE_GPUS MTKD_KD_GPUS \
         MTKD_PRECISION MTKD_EVAL_PRECISION MTKD_STRATEGY MTKD_PRETRAIN_TEACHER \
         MTKD_MERGE MTKD_TEACHER_ARGS MTKD_STORE_ARGS MTKD_KD_ARGS \
-        MTKD_STOP_GRACE MTKD_MAX_REQUEUES MTKD_STORE MTKD_MERGED \
-        MTKD_TEACHER_LIST MTKD_KD_OUT; do
+        MTKD_STOP_GRACE MTKD_MAX_REQUEUES MTKD_UNLABELLED MTKD_STORE MTKD_MERGED \
+        MTKD_UNLABELLED_PART MTKD_KD_STORE MTKD_TEACHER_LIST MTKD_KD_OUT; do
         printf 'export %s=%q\n' "$name" "${!name}"
     done
 }
@@ -258,15 +292,34 @@ submit store_job --job-name=mtkd-store "--array=$(array_spec "0-$((n_teachers - 
     "$slurm/save_teachers.sbatch" "$SETTINGS"
 last_job=$store_job
 
-if ((MTKD_MERGE)); then
-    echo "# Stage 2b: merge the store parts into $MTKD_MERGED"
-    resources 0 "$MTKD_MERGE_TIME"
-    submit merge_job --job-name=mtkd-merge "--dependency=afterok:$store_job" \
-        "${RES[@]}" "--output=$LOGS/%x-%j.out" "$slurm/merge_store.sbatch" "$SETTINGS"
-    last_job=$merge_job
+merge_stage=2b
+if [[ -n $MTKD_UNLABELLED ]]; then
+    # One job, no array: the consensus needs every teacher in one run; the
+    # labelled parts of the array are reused.
+    echo "# Stage 2b: the store's unlabelled part from $MTKD_UNLABELLED (every teacher in one job)"
+    resources "$MTKD_STORE_GPUS" "$MTKD_STORE_TIME"
+    submit unlabelled_job --job-name=mtkd-unlabelled "--dependency=afterok:$store_job" \
+        "${RES[@]}" "--output=$LOGS/%x-%j.out" "$slurm/unlabelled_store.sbatch" "$SETTINGS"
+    last_job=$unlabelled_job
+    merge_stage=2c
 fi
 
-echo "# Stage 3: student ($MTKD_STRATEGY) on $MTKD_KD_GPUS GPU(s)"
+if ((MTKD_MERGE)); then
+    echo "# Stage $merge_stage: merge the store parts into $MTKD_MERGED"
+    resources 0 "$MTKD_MERGE_TIME"
+    submit merge_job --job-name=mtkd-merge "--dependency=afterok:$last_job" \
+        "${RES[@]}" "--output=$LOGS/%x-%j.out" "$slurm/merge_store.sbatch" "$SETTINGS"
+    if [[ -n $MTKD_UNLABELLED ]]; then
+        # The student reads the store folder (the merged file holds the labelled
+        # splits only, not the unlabelled part): it does not wait for the merge,
+        # which still runs for whoever wants the file.
+        echo "# (the student reads the store folder $MTKD_STORE, not the merged file, which lacks the unlabelled part: it does not wait for the merge)"
+    else
+        last_job=$merge_job
+    fi
+fi
+
+echo "# Stage 3: student ($MTKD_STRATEGY) on $MTKD_KD_GPUS GPU(s)${MTKD_UNLABELLED:+ on train + $MTKD_UNLABELLED (--unlabelled), store $MTKD_KD_STORE}"
 resources "$MTKD_KD_GPUS" "$MTKD_KD_TIME"
 submit kd_job --job-name=mtkd-kd "--dependency=afterok:$last_job" "${RES[@]}" \
     "--output=$LOGS/%x-%j.out" "$slurm/train_kd.sbatch" "$SETTINGS"

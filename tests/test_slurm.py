@@ -115,6 +115,60 @@ def test_dry_run_teacher_subset_throttle_and_merge(tmp_path):
     assert "partition" not in jobs["mtkd-teacher"][0]
     assert f"export MTKD_DATA={REPO}/TIMIT" in proc.stdout  # made absolute
     assert "export MTKD_TEACHER_IDS=0\\ 3\\ 5\\ 6\\ 7" in proc.stdout
+    # Without MTKD_UNLABELLED: no unlabelled job, the student reads the merge.
+    assert "export MTKD_UNLABELLED=''" in proc.stdout
+    assert f"export MTKD_KD_STORE={tmp_path}/o/teacher_store_merged.h5" in proc.stdout
+    assert "unlabelled" not in proc.stdout.replace("MTKD_UNLABELLED", "")
+
+
+@pytest.mark.parametrize("merge", ["0", "1"])
+def test_dry_run_with_unlabelled_audio(tmp_path, merge):
+    """MTKD_UNLABELLED: one job (no array) after the store array writes the
+    unlabelled part; the merge and the student wait for it, the student
+    reads the store folder (not the merged file) and gets --unlabelled."""
+    out = tmp_path / "out"
+    env = {"MTKD_DATA": "/data/TIMIT", "MTKD_OUT": str(out), "MTKD_MERGE": merge}
+    proc = run(
+        [SUBMIT, "--dry-run", "MTKD_UNLABELLED=timit_sa", "MTKD_STORE_GPUS=0",
+         "MTKD_STORE_TIME=3:00:00"],
+        env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    jobs = sbatch_lines(proc.stdout)
+    names = ["mtkd-teacher", "mtkd-store", "mtkd-unlabelled"]
+    names += ["mtkd-merge"] * (merge == "1") + ["mtkd-kd"]
+    assert list(jobs) == names
+    store_id = jobs["mtkd-store"][1]
+    unlabelled, unlabelled_id = jobs["mtkd-unlabelled"]
+    assert unlabelled["script"] == "unlabelled_store.sbatch"
+    assert unlabelled["dependency"] == f"afterok:{store_id}"
+    assert "array" not in unlabelled and "gres" not in unlabelled  # STORE_GPUS=0
+    assert unlabelled["time"] == "3:00:00"
+    assert unlabelled["output"] == f"{out}/logs/%x-%j.out"
+    # The student waits for the unlabelled part, not for the merge.
+    assert jobs["mtkd-kd"][0]["dependency"] == f"afterok:{unlabelled_id}"
+    if merge == "1":
+        assert jobs["mtkd-merge"][0]["dependency"] == f"afterok:{unlabelled_id}"
+        assert "the student reads the store folder" in proc.stdout
+    assert "export MTKD_UNLABELLED=timit_sa" in proc.stdout
+    assert f"export MTKD_KD_STORE={out}/teacher_store\n" in proc.stdout
+    part = f"{out}/teacher_store/unlabelled-t000-t009.h5"  # 10 teachers
+    assert f"export MTKD_UNLABELLED_PART={part}" in proc.stdout
+    assert "on train + timit_sa (--unlabelled), store " in proc.stdout
+
+
+def test_unlabelled_source_paths_are_made_absolute(tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    env = {"MTKD_DATA": "/data/TIMIT", "MTKD_OUT": str(tmp_path / "out")}
+    proc = subprocess.run(
+        [SUBMIT, "--dry-run", "MTKD_UNLABELLED=pool", "MTKD_TEACHERS=3"],
+        cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"export MTKD_UNLABELLED={pool}\n" in proc.stdout
+    part = f"{tmp_path}/out/teacher_store/unlabelled-t000.h5"  # one teacher
+    assert f"export MTKD_UNLABELLED_PART={part}" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -126,6 +180,7 @@ def test_dry_run_teacher_subset_throttle_and_merge(tmp_path):
         (["MTKD_DATA=x", "MTKD_STRATEGY=mean"], "MTKD_STRATEGY must be"),
         (["MTKD_DATA=x", "MTKD_PRETRAIN_TEACHER=10"], "MTKD_PRETRAIN_TEACHER"),
         (["MTKD_DATA=x", "--partition=gpu"], "unknown argument"),
+        (["MTKD_DATA=x", "MTKD_UNLABELLED=no/such/pool"], "MTKD_UNLABELLED must be"),
     ],
 )
 def test_bad_settings_are_refused(args, message):
@@ -195,6 +250,75 @@ def test_submission_refused_part_way_names_what_was_submitted(tmp_path):
     assert "sbatch refused the job above (sbatch " in proc.stderr
     assert "--job-name=mtkd-store" in proc.stderr
     assert "already submitted: 701 (cancel them: scancel 701)" in proc.stderr
+
+
+# A stand-in Python for the sbatch scripts: writes its arguments to CALLS and
+# creates $FAKE_MARKER, the file the stage would complete.
+FAKE_PYTHON = """
+echo "$*" >> CALLS
+mkdir -p "$(dirname "$FAKE_MARKER")" && touch "$FAKE_MARKER"
+"""
+
+
+def test_unlabelled_and_student_jobs_run_the_stages_as_set(tmp_path):
+    """unlabelled_store.sbatch and train_kd.sbatch, with the settings file
+    that submit_all.sh writes and a stand-in python: the unlabelled job runs
+    save_teachers.py on every teacher (no --teacher_index) with --unlabelled,
+    does nothing once its part is complete, runs again for another source;
+    the student gets --unlabelled and the store folder even with the merge,
+    and the merged file again without MTKD_UNLABELLED."""
+    calls = tmp_path / "python.calls"
+    env = fake_bin(tmp_path, "sbatch", "echo 7\n")
+    env.update(fake_bin(tmp_path, "python", FAKE_PYTHON.replace("CALLS", str(calls))))
+    out = tmp_path / "out"
+    env.update(
+        MTKD_DATA="/data/TIMIT", MTKD_OUT=str(out), MTKD_TEACHERS="0,3",
+        MTKD_MERGE="1", MTKD_ENV_SETUP=":", MTKD_PYTHON=str(tmp_path / "bin/python"),
+        MTKD_STORE_GPUS="0", MTKD_KD_GPUS="0", MTKD_PRETRAIN_TEACHER="none",
+    )  # fmt: skip
+    settings = str(out / "slurm_settings.sh")
+    part = out / "teacher_store" / "unlabelled-t000-t001.h5"
+    per_test = out / "student_weighted" / "per_test.txt"
+
+    def submit(source):
+        proc = run([SUBMIT], {**env, "MTKD_UNLABELLED": source})
+        assert proc.returncode == 0, proc.stderr
+
+    def job(script, marker):
+        before = calls.read_text().splitlines() if calls.exists() else []
+        proc = run(
+            ["bash", f"{SLURM}/{script}", settings], {**env, "FAKE_MARKER": marker}
+        )
+        assert proc.returncode == 0, proc.stderr
+        new = calls.read_text().splitlines()[len(before) :]
+        return new, proc.stderr
+
+    submit("timit_sa")
+    (call,), _ = job("unlabelled_store.sbatch", part)
+    assert call.startswith("save_teachers.py hparams/save_teachers.yaml ")
+    assert f"--tea_models_dir {out}/teachers.txt --unlabelled timit_sa " in call
+    assert f"--store_folder {out}/teacher_store " in call and "--device cpu" in call
+    assert f"--output_folder {out}/save_teachers/unlabelled " in call
+    assert "--teacher_index" not in call
+    stamp = out / "save_teachers" / "unlabelled" / "unlabelled_source.txt"
+    assert stamp.read_text() == "timit_sa\n"
+    new, log = job("unlabelled_store.sbatch", part)  # done: nothing to do
+    assert new == [] and "already complete" in log
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    submit(str(pool))  # another source: save_teachers.py decides again
+    (call,), _ = job("unlabelled_store.sbatch", part)
+    assert f"--unlabelled {pool} " in call and stamp.read_text() == f"{pool}\n"
+
+    (call,), _ = job("train_kd.sbatch", per_test)
+    assert call.startswith("train_kd.py hparams/train_kd.yaml ")
+    assert f"--tea_infer_dir {out}/teacher_store --pretrain False " in call
+    assert f"--unlabelled {pool} --strategy weighted" in call
+    per_test.unlink()
+    submit("")  # unset: as before, the merged file and no --unlabelled
+    (call,), _ = job("train_kd.sbatch", per_test)
+    assert f"--tea_infer_dir {out}/teacher_store_merged.h5 " in call
+    assert "--unlabelled" not in call
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ after it is pending with ``scontrol update JobId=... StartTime=now``.
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -450,6 +451,55 @@ def test_submitting_again_redoes_nothing(recipe):
         assert "already complete" in text and "] running: " not in text, path
     assert snapshot(*kept) == before
     print(f"resubmission: {time.time() - started:.0f} s")
+
+
+@pytest.mark.slurm
+def test_unlabelled_audio_adds_one_job_and_the_student_learns_from_it(recipe):
+    """MTKD_UNLABELLED=timit_sa on the finished recipe (another strategy, so
+    another student): the teachers, store parts and merge are reused; one job
+    after the store array writes the unlabelled part of both teachers (the
+    tiny corpus's 12 SA1/SA2 utterances) into the store folder; the student
+    waits for it, reads the folder (not the merged file, MTKD_MERGE=1) and
+    trains on train + that audio."""
+    out = recipe["out"]
+    env = dict(recipe["env"], MTKD_UNLABELLED="timit_sa", MTKD_STRATEGY="average")
+    started = time.time()
+    ids, _ = submit_all(env)
+    assert list(ids) == [
+        "mtkd-teacher", "mtkd-store", "mtkd-unlabelled", "mtkd-merge", "mtkd-kd",
+    ]  # fmt: skip
+    states = wait_jobs(env, ids.values())
+    assert_all_completed(states)
+    (unlabelled,), (kd,) = (
+        states[ids[n]].values() for n in ("mtkd-unlabelled", "mtkd-kd")
+    )
+    store_end = max(stamp(r["EndTime"]) for r in states[ids["mtkd-store"]].values())
+    assert stamp(unlabelled["StartTime"]) >= store_end
+    assert stamp(kd["StartTime"]) >= stamp(unlabelled["EndTime"])
+    logs = [log_of(out, "mtkd-store", ids["mtkd-store"], p) for p in (0, 1)]
+    logs += [log_of(out, "mtkd-merge", ids["mtkd-merge"])]
+    for path in logs:
+        assert "already complete" in open(path).read(), path
+    unlabelled_log = open(log_of(out, "mtkd-unlabelled", ids["mtkd-unlabelled"])).read()
+    assert "] complete: " in unlabelled_log and "--teacher_index" not in unlabelled_log
+    assert "Skipping teachers [0]" in unlabelled_log  # the labelled parts reused
+
+    store_folder = f"{out}/teacher_store"
+    assert os.path.exists(f"{store_folder}/unlabelled-t000-t001.h5")
+    teachers = TeacherStore(store_folder)
+    assert teachers.has_unlabelled and teachers.teacher_count == 2
+    assert len(teachers.utterance_ids("unlabelled")) == 12
+    teachers.close()
+    kd_log = open(log_of(out, "mtkd-kd", ids["mtkd-kd"])).read()
+    assert f"--tea_infer_dir {store_folder} " in kd_log
+    assert "--unlabelled timit_sa" in kd_log
+    with open(f"{out}/student_average/data_seen.json") as f:
+        seen = json.load(f)
+    assert seen["labelled"]["utterances"] == 48
+    assert seen["unlabelled"]["utterances"] + seen["unlabelled_empty_consensus"] == 12
+    assert os.path.exists(f"{out}/student_average/per_test.txt")
+    assert not os.path.exists(f"{out}/failed.txt")
+    print(f"recipe with unlabelled audio: {time.time() - started:.0f} s")
 
 
 # ---------------------------------------------------------------------------
