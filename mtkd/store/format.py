@@ -251,6 +251,13 @@ def write_part_checksum(written, path):
     os.replace(tmp, path + CHECKSUM_SUFFIX)
 
 
+def remove_part(path):
+    """Deletes a complete part and its checksum file (replaced by overwrite)."""
+    os.remove(path)
+    if os.path.exists(path + CHECKSUM_SUFFIX):
+        os.remove(path + CHECKSUM_SUFFIX)
+
+
 def verify_part_checksum(path):
     """Checks a part against its checksum file; True if checked, False if it
     has none (parts written before checksums). StoreError if they differ."""

@@ -5,7 +5,6 @@ import os
 
 from tqdm import tqdm
 
-from mtkd.disk import unraisable_disk_full
 from mtkd.store.format import StoreError, StoreOptions
 from mtkd.store.reader import TeacherStore, format_summary, write_summary
 from mtkd.store.writer import PartWriter
@@ -74,21 +73,17 @@ def merge_store(folder, path, progress=True):
     meta["list_size"] = max(store.teacher_indices) + 1
     meta["splits"] = {k: dict(v) for k, v in store.meta["splits"].items()}
     writer = PartWriter(path, meta, store.teacher_indices, options, len(s["labels"]))
-    try:
-        with unraisable_disk_full() as disk_full:
-            # The labelled splits: the unlabelled part is one file already.
-            for split in store.meta["splits"]:
-                ref_lens = store._index[split]["parts"][0]["ref_lens"]
-                rows = int((ref_lens + 1).sum()) * store.teacher_count
-                writer.begin_split(split, rows)
-                for utt_id in tqdm(store.utterance_ids(split), disable=not progress):
-                    writer.append([utt_id], [_stored_targets(store, split, utt_id)])
-                    if disk_full:
-                        raise disk_full[0]
-                writer.end_split(split)
-            return writer.close(disk_full)
-    except BaseException as err:
-        failure = writer.fail(err)
-        if failure is err:
-            raise
-        raise failure from None
+
+    def copy_splits(disk_full):
+        # The labelled splits: the unlabelled part is one file already.
+        for split in store.meta["splits"]:
+            ref_lens = store._index[split]["parts"][0]["ref_lens"]
+            rows = int((ref_lens + 1).sum()) * store.teacher_count
+            writer.begin_split(split, rows)
+            for utt_id in tqdm(store.utterance_ids(split), disable=not progress):
+                writer.append([utt_id], [_stored_targets(store, split, utt_id)])
+                if disk_full:
+                    raise disk_full[0]
+            writer.end_split(split)
+
+    return writer.write(copy_splits)

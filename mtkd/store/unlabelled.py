@@ -26,15 +26,14 @@ import os
 
 from tqdm import tqdm
 
-from mtkd.disk import unraisable_disk_full
 from mtkd.store.format import (
-    CHECKSUM_SUFFIX,
     UNLABELLED,
     StoreError,
     StoreOptions,
     manifest_info,
     part_meta,
     read_part_header,
+    remove_part,
     settings_differences,
     store_settings,
     unlabelled_part_files,
@@ -98,9 +97,7 @@ def write_unlabelled_part(
                 f"{'; '.join(diff) or 'another teacher count'}. Use `--overwrite "
                 "True` to replace it, or another `--store_folder`."
             )
-        os.remove(old)
-        if os.path.exists(old + CHECKSUM_SUFFIX):
-            os.remove(old + CHECKSUM_SUFFIX)
+        remove_part(old)
     with PartLock(path) as lock:
         if os.path.exists(path):  # another run finished it meanwhile
             return path
@@ -111,25 +108,22 @@ def write_unlabelled_part(
         meta["kind"] = UNLABELLED
         logger.info("Writing the unlabelled split of teachers %s to %s", everyone, path)
         writer = PartWriter(path, meta, everyone, options, len(meta["labels"]), lock)
-        try:
-            with unraisable_disk_full() as disk_full, autocast():
-                _write(writer, path, teachers, loader, options, progress, disk_full)
-                return writer.close(disk_full)
-        except BaseException as err:
-            failure = writer.fail(err)
-            if failure is err:
-                raise
-            raise failure from None
+        return writer.write(
+            lambda disk_full: _write(
+                writer, path, teachers, loader, options, progress, disk_full, autocast
+            )
+        )
 
 
-def _write(writer, path, teachers, loader, options, progress, disk_full):
+def _write(writer, path, teachers, loader, options, progress, disk_full, autocast):
     writer.begin_split(UNLABELLED)
     name = os.path.basename(path)
     for batch in tqdm(loader, desc=f"{name} {UNLABELLED}", disable=not progress):
         wavs, wav_lens = batch.sig
-        targets, chosen = consensus_targets(
-            teachers, wavs, wav_lens, options.temperature
-        )
+        with autocast():
+            targets, chosen = consensus_targets(
+                teachers, wavs, wav_lens, options.temperature
+            )
         writer.append(batch.id, targets, chosen)
         if disk_full:  # h5py could only print it: stop now
             raise disk_full[0]

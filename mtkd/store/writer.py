@@ -30,7 +30,6 @@ from mtkd.disk import (
     unraisable_disk_full,
 )
 from mtkd.store.format import (
-    CHECKSUM_SUFFIX,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_ARRAYS,
@@ -42,6 +41,7 @@ from mtkd.store.format import (
     part_meta,
     part_path,
     read_part_header,
+    remove_part,
     settings_differences,
     store_settings,
     write_part_checksum,
@@ -239,9 +239,7 @@ def plan_parts(
                 "(--overwrite True)."
             )
         elif overwrite:
-            os.remove(path)
-            if os.path.exists(path + CHECKSUM_SUFFIX):
-                os.remove(path + CHECKSUM_SUFFIX)
+            remove_part(path)
             plan.removed.append(path)
             others = sorted(set(indices) - requested)
             if others:
@@ -524,6 +522,25 @@ class PartWriter:
         }
         info["n_utt_stored"] = len(rows["utt_ids"])
 
+    def write(self, body):
+        """Runs ``body(disk_full)``, which fills the part, then ``close``.
+
+        ``disk_full`` is the list of h5py's unprintable write errors
+        (``unraisable_disk_full``); ``body`` should raise its first one after
+        each batch. On any failure the ``.partial`` file is dropped and the
+        error raised again (a DiskFullError naming the part when the disk is
+        full). Returns the complete part's path.
+        """
+        try:
+            with unraisable_disk_full() as disk_full:
+                body(disk_full)
+                return self.close(disk_full)
+        except BaseException as err:
+            failure = self.fail(err)
+            if failure is err:
+                raise
+            raise failure from None
+
     def close(self, errors=()):
         """Writes the metadata, marks complete, renames to the final name.
 
@@ -587,16 +604,11 @@ def write_part(path, teachers, loaders, meta, options, progress=True, lock=None)
     writer = PartWriter(
         path, meta, [t.index for t in teachers], options, len(meta["labels"]), lock
     )
-    try:
-        with unraisable_disk_full() as disk_full:
-            _write_splits(writer, path, teachers, loaders, options, progress, disk_full)
-            path = writer.close(disk_full)
-    except BaseException as err:
-        failure = writer.fail(err)
-        if failure is err:
-            raise
-        raise failure from None
-    return path
+    return writer.write(
+        lambda disk_full: _write_splits(
+            writer, path, teachers, loaders, options, progress, disk_full
+        )
+    )
 
 
 def _write_splits(writer, path, teachers, loaders, options, progress, disk_full):
