@@ -85,12 +85,18 @@ def test_unlabelled_part_holds_every_sa_utterance_and_reuses_the_labelled_parts(
 def test_pseudo_reference_is_the_medoid_and_pers_are_against_it(unlabelled_store):
     store = TeacherStore(unlabelled_store[0])
     n_labels = len(store.label_encoder_labels)
-    for utt_id in store.utterance_ids(UNLABELLED):
+    chosen = store.consensus_teachers()
+    ref_lens = store.reference_lengths(UNLABELLED)
+    utt_ids = store.utterance_ids(UNLABELLED)
+    assert chosen.shape == ref_lens.shape == (len(utt_ids),)
+    for row, utt_id in enumerate(utt_ids):
         got = store.get(UNLABELLED, utt_id)
         hyps = [h.tolist() for h in got["ctc_hyps"]]
         index, _ = consensus(hyps)
         reference = store.pseudo_reference(utt_id).tolist()
         assert reference == hyps[index]
+        assert int(chosen[row]) == index
+        assert int(ref_lens[row]) == len(reference)
         # Teacher-forced on the consensus: L + 1 rows per teacher, each a
         # distribution; CTC PERs are each hypothesis's error rate against it.
         assert got["ref_len"] == len(reference)

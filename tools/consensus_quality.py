@@ -69,12 +69,11 @@ def main(argv=None):
     if args.oracle:
         with open(args.oracle, encoding="utf-8") as f:
             oracle = json.load(f)
-        part = store._index[UNLABELLED]["parts"][0]
         result[UNLABELLED] = pers(
             store, UNLABELLED, oracle,
             lambda u, h: store.pseudo_reference(u).tolist(),
         )  # fmt: skip
-        chosen = np.bincount(part["consensus_teacher"], minlength=store.teacher_count)
+        chosen = np.bincount(store.consensus_teachers(), minlength=store.teacher_count)
         result[UNLABELLED]["consensus_share"] = (chosen / chosen.sum()).tolist()
     with open(args.out + ".tmp", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)

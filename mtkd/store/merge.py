@@ -77,7 +77,7 @@ def merge_store(folder, path, progress=True):
     def copy_splits(disk_full):
         # The labelled splits: the unlabelled part is one file already.
         for split in store.meta["splits"]:
-            ref_lens = store._index[split]["parts"][0]["ref_lens"]
+            ref_lens = store.reference_lengths(split)
             rows = int((ref_lens + 1).sum()) * store.teacher_count
             writer.begin_split(split, rows)
             for utt_id in tqdm(store.utterance_ids(split), disable=not progress):

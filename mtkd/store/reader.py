@@ -274,6 +274,18 @@ class TeacherStore:
         tokens = part["ctc_hyps"][start : start + int(lens[k])]
         return torch.from_numpy(tokens.astype(np.int64))
 
+    def consensus_teachers(self):
+        """[U] int: per unlabelled utterance (stored order), the teacher whose
+        hypothesis is its consensus."""
+        part = self._index[UNLABELLED]["parts"][0]
+        return part["consensus_teacher"][part["row"]]
+
+    def reference_lengths(self, split):
+        """[U] int: per utterance of ``split`` (stored order), the length of
+        the reference its targets were made against (phones, no eos)."""
+        part = self._index[split]["parts"][0]
+        return part["ref_lens"][part["row"]]
+
     def utterance_ids(self, split):
         """The utterance IDs of ``split`` (manifest keys), in stored order."""
         return list(self._index[split]["utt_ids"])
