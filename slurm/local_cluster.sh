@@ -258,17 +258,28 @@ cmd_start() {
     die 1 "the node did not become idle within $TIMEOUT s (sinfo: ${reason:-no answer from slurmctld}); $(log_hint)"
 }
 
+# wait_for TRIES STEP COMMAND...: runs COMMAND every STEP s until it succeeds,
+# at most TRIES times; fails if it never did.
+wait_for() {
+    local tries=$1 step=$2 i
+    shift 2
+    for ((i = 0; i < tries; i++)); do
+        "$@" && return 0
+        sleep "$step"
+    done
+    return 1
+}
+
+process_gone() { [[ ! -d /proc/$1 ]]; }
+queue_empty() { [[ -z $(squeue -h -o %i 2>/dev/null) ]]; }
+
 # Stops a daemon: SIGTERM, then SIGKILL after 15 s.
 stop_daemon() {
-    local name=$1 pid i
+    local name=$1 pid
     pid=$(daemon_pid "$name")
     [[ -n $pid ]] || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        [[ -d /proc/$pid ]] || break
-        sleep 0.1
-    done
-    if [[ -d /proc/$pid ]]; then
+    if ! wait_for 150 0.1 process_gone "$pid"; then
         say "$name ($pid) did not stop within 15 s: killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -286,17 +297,14 @@ cmd_stop() {
         return 0
     fi
     if [[ -n $ctld && -n $slurmd ]]; then
-        local jobs i
+        local jobs
         jobs=$(squeue -h -o %i 2>/dev/null || true)
         if [[ -n $jobs ]]; then
             say "cancelling $(wc -l <<<"$jobs") job(s): ${jobs//$'\n'/ }"
             # shellcheck disable=SC2086 # one job id a word
             scancel $jobs || true
             # The jobs get SIGTERM, then SIGKILL after KillWait (30 s).
-            for ((i = 0; i < 45; i++)); do
-                [[ -z $(squeue -h -o %i 2>/dev/null) ]] && break
-                sleep 1
-            done
+            wait_for 45 1 queue_empty || true
         fi
     fi
     stop_daemon slurmd
