@@ -44,9 +44,11 @@ Groups of configurations (``--groups``; by default all, in this order):
   self-training), ``average|best|weighted-1x`` (KD on train at alpha 0.5 and
   on the pool at unlabelled_alpha 1), ``oracle-1x`` (train + pool with the
   true phones: the ceiling), the same at ``2x``, and the ``-small`` student
-  (1/4 size) with ``weighted-1x`` and its own baseline. Each is compared with
-  the baseline, and each KD configuration with self-training on the same
-  audio.
+  (1/4 size) with ``weighted-1x`` and its own baseline; the ``-half``
+  student (142 k parameters, at most half the teachers' mean) with
+  ``weighted-1x`` or ``-2x`` and its own baseline. Each is compared with its
+  baseline, each KD configuration with self-training on the same audio, and
+  each KD student on the pool with the best teacher (lowest valid PER).
 
 Each run is a subprocess with the command line a user would type (printed, and
 logged under ``<output_folder>/logs``); a finished run (``per_test.txt``) is
@@ -99,6 +101,8 @@ TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
 STUDENT_WIDTH = 64  # 149 k parameters: about 1/2 of the teachers' mean
 SMALL_STUDENT_WIDTH = 36  # about 1/4
+# 142 k parameters: at most half the 3 teachers' mean (288 k), issue 23's goal
+HALF_STUDENT_WIDTH = 62
 GROUPS = (
     "core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10",
     "paper", "unlabelled",
@@ -188,11 +192,13 @@ def unlabelled_configurations():
                  {"unlabelled": size, "strategy": strategy, **UNLABELLED_KD})
             )  # fmt: skip
         configs.append((f"oracle-{size}", "unlabelled", None, None, {"oracle": size}))
-    configs.append(("baseline-small", "unlabelled", None, None, "small"))
-    configs.append(
-        ("weighted-1x-small", "unlabelled", "t3", 1.0,
-         {"unlabelled": "1x", "strategy": "weighted", **UNLABELLED_KD})
-    )  # fmt: skip
+    for suffix, sizes in (("small", ("1x",)), ("half", POOL_SIZES)):
+        configs.append((f"baseline-{suffix}", "unlabelled", None, None, suffix))
+        for size in sizes:
+            configs.append(
+                (f"weighted-{size}-{suffix}", "unlabelled", "t3", 1.0,
+                 {"unlabelled": size, "strategy": "weighted", **UNLABELLED_KD})
+            )  # fmt: skip
     return configs
 
 
@@ -333,7 +339,7 @@ def build_jobs(args, corpus):
         return name
 
     def add_student(name, teachers, temperature, overrides, seed_index):
-        width = SMALL_STUDENT_WIDTH if name.endswith("-small") else STUDENT_WIDTH
+        width = student_width(name)
         student = {
             **shared,
             **STUDENT_SETTINGS,
@@ -346,7 +352,7 @@ def build_jobs(args, corpus):
         run_name = f"{name}/seed{seed_index}"
         done = os.path.join(folder, "per_test.txt")
         oracle = isinstance(overrides, dict) and overrides.get("oracle")
-        if overrides is None or overrides == "small" or oracle:  # no distillation
+        if overrides in (None, "small", "half") or oracle:  # no distillation
             argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
             argv += ["--output_folder", folder, "--teacher_name", f"student-{name}"]
             if oracle:  # train + the pool with its true phones
@@ -504,7 +510,16 @@ def baseline_of(name):
     the paper group: the same initialisation trained on the labels alone)."""
     if name.startswith("paper-"):
         return "paper-labels-only"
-    return "baseline-small" if name.endswith("-small") else "baseline"
+    suffix = name.rsplit("-", 1)[-1]
+    return f"baseline-{suffix}" if suffix in ("small", "half") else "baseline"
+
+
+def student_width(name):
+    """The width of a student configuration: ``-small`` and ``-half`` names
+    are narrower than the study's student."""
+    if name.endswith("-small"):
+        return SMALL_STUDENT_WIDTH
+    return HALF_STUDENT_WIDTH if name.endswith("-half") else STUDENT_WIDTH
 
 
 def study_command(args):
@@ -523,35 +538,51 @@ def study_command(args):
     return shlex.join(argv)
 
 
+def _against_teacher(group, teacher, label):
+    """The paired bootstrap of a student configuration against one teacher
+    run, as a comparison record. The teacher is one run: every student seed is
+    paired with it, so the test covers the utterances and the students'
+    seeds, not the teacher's."""
+    seeds = group["seeds"]
+    result = paired_bootstrap(
+        [run_edit_counts(teacher["runs"][0]["folder"])] * len(seeds),
+        [run_edit_counts(r["folder"]) for r in group["runs"]],
+    )
+    return {
+        "name": group["name"],
+        "baseline": teacher["name"],
+        "pairs": [[teacher["seeds"][0], s] for s in seeds],
+        "result": result,
+        "sentence": describe(group["name"], label, result),
+    }
+
+
 def paper_comparisons(groups, by_name):
     """The paper's own comparison for the ``paper`` group: each configuration
-    (the control included) against the teacher that started it, as trained.
-    That teacher is one run: every student seed is paired with it, so the
-    test covers the utterances and the students' seeds, not the teacher's."""
+    (the control included) against the teacher that started it, as trained."""
     teacher = by_name.get(PAPER_INIT)
     if teacher is None:
         return []
-    out = []
-    for group in groups:
-        if not group["name"].startswith("paper-"):
-            continue
-        seeds = group["seeds"]
-        result = paired_bootstrap(
-            [run_edit_counts(teacher["runs"][0]["folder"])] * len(seeds),
-            [run_edit_counts(r["folder"]) for r in group["runs"]],
-        )
-        out.append(
-            {
-                "name": group["name"],
-                "baseline": PAPER_INIT,
-                "pairs": [[teacher["seeds"][0], s] for s in seeds],
-                "result": result,
-                "sentence": describe(
-                    group["name"], f"{PAPER_INIT} (as trained)", result
-                ),
-            }
-        )
-    return out
+    return [
+        _against_teacher(group, teacher, f"{PAPER_INIT} (as trained)")
+        for group in groups
+        if group["name"].startswith("paper-")
+    ]
+
+
+def best_teacher_comparisons(groups, by_name):
+    """Each KD student on the pool (any size) against the best teacher, the
+    one with the lowest valid PER: can a smaller student match it?"""
+    teachers = [g for g in groups if g["kind"] == "teacher"]
+    if not teachers:
+        return []
+    best = min(teachers, key=lambda g: g["valid_PER"]["mean"])
+    label = f"{best['name']} (the best teacher on valid)"
+    return [
+        _against_teacher(group, best, label)
+        for group in groups
+        if _pool_kd(group["name"].removesuffix("-small").removesuffix("-half"))
+    ]
 
 
 def _compare(name, baseline, by_name, only=None):
@@ -679,6 +710,7 @@ def summarize(args, jobs, say):
         if group["kind"] == "teacher" or group["name"] in (
             "baseline",
             "baseline-small",
+            "baseline-half",
             "paper-labels-only",
         ):
             continue
@@ -705,6 +737,7 @@ def summarize(args, jobs, say):
         )
     comparisons += paper_comparisons(groups, by_name)
     comparisons += self_training_comparisons(groups, by_name)
+    comparisons += best_teacher_comparisons(groups, by_name)
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
     confirmed = confirmations(args, by_name)
     if confirmed:
