@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from test_results import make_run
+from test_results import TRAIN_LOG, make_run
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import kd_study  # noqa: E402
@@ -78,7 +78,7 @@ def test_plan_of_the_other_groups(tmp_path):
     assert names.index("paper-weighted-10teachers/seed0") < names.index(
         "pseudo-1x/seed0"
     )
-    assert jobs[-1].name == "weighted-1x-small/seed0"
+    assert jobs[-1].name == "weighted-2x-half/seed0"
 
 
 def test_plan_of_the_paper_group(tmp_path):
@@ -268,6 +268,50 @@ def test_summary_of_the_unlabelled_group_compares_with_self_training(tmp_path):
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "oracle-1x (train + pool with its true phones) closed" in text
     assert "pseudo-1x 50 %" in text and "weighted-1x 75 %" in text
+
+
+def test_the_half_student_is_at_most_half_the_teachers_mean(tmp_path):
+    """-half: width 62 (142 k parameters; the study's teachers average 288 k),
+    with its own baseline, a plain student of the same width."""
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--models",
+                      "baseline-half", "weighted-2x-half")  # fmt: skip
+    by_name = {job.name: job for job in jobs}
+    half = by_name["weighted-2x-half/seed0"]
+    assert flag(half, "unlabelled").endswith("unlabelled/2x.json")
+    baseline = by_name["baseline-half/seed1"]
+    assert baseline.argv[0] == "train_teacher.py"
+    widths = ("rnn_neurons", "dnn_neurons", "dec_neurons")
+    for job in (half, baseline):
+        assert [flag(job, k) for k in widths] == ["62", "62", "62"]
+    assert kd_study.baseline_of("weighted-2x-half") == "baseline-half"
+    assert kd_study.student_width("weighted-1x") == 64
+
+
+def test_pool_students_are_compared_with_the_best_teacher_on_valid(tmp_path):
+    """The best teacher is chosen by valid PER (tea3 here, 20 % valid against
+    tea0's 30 %), even though tea0 is better on test; every KD student on the
+    pool, of any size, is paired with its one run."""
+    better_valid = TRAIN_LOG.replace("valid CTC_PER: 30.00", "valid CTC_PER: 20.00")
+    make_run(tmp_path / "teachers" / "tea0", name="tea0", seed=1000, edits=[3] * 10)
+    make_run(tmp_path / "teachers" / "tea3", name="tea3", seed=1003,
+             edits=[4] * 10, log=better_valid)  # fmt: skip
+    for config in ("weighted-1x", "weighted-1x-half", "pseudo-1x"):
+        for i in range(2):
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i, kd=True,
+                     edits=[5] * 10)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--seeds", "2", "--models",
+                      "weighted-1x", "weighted-1x-half", "pseudo-1x",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    against = {c["name"]: c for c in result["comparisons"] if c["baseline"] == "tea3"}
+    assert sorted(against) == ["weighted-1x", "weighted-1x-half"]  # not pseudo
+    assert against["weighted-1x-half"]["pairs"] == [[1003, 2000], [1003, 2001]]
+    assert against["weighted-1x-half"]["result"]["difference"] == pytest.approx(5.0)
+    assert not [c for c in result["comparisons"] if c["baseline"] == "tea0"]
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "weighted-1x-half vs tea3 (the best teacher on valid): +5.00 PER" in text
 
 
 def test_confirm_compares_the_chosen_configuration_on_fresh_seeds(tmp_path):
