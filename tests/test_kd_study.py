@@ -314,6 +314,41 @@ def test_pool_students_are_compared_with_the_best_teacher_on_valid(tmp_path):
     assert "weighted-1x-half vs tea3 (the best teacher on valid): +5.00 PER" in text
 
 
+def test_confirm_compares_a_pool_student_with_the_best_teacher(tmp_path):
+    """--confirm weighted-2x-half --seeds 5: against the best teacher on
+    valid on the fresh seeds 2003-2004 alone, then on all five (its baseline
+    has no fresh seeds: that comparison is left out, not made on fewer)."""
+    make_run(tmp_path / "teachers" / "tea0", name="tea0", seed=1000, edits=[5] * 10)
+    for i in range(5):
+        make_run(tmp_path / "students" / "weighted-2x-half" / f"seed{i}",
+                 name="student-weighted-2x-half", seed=2000 + i, kd=True,
+                 edits=[4 if i >= 3 else 6] * 10)  # fmt: skip
+    for i in range(3):
+        make_run(tmp_path / "students" / "baseline-half" / f"seed{i}",
+                 name="student-baseline-half", seed=2000 + i,
+                 edits=[7] * 10)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--seeds", "5",
+                      "--models", "weighted-2x-half", "baseline-half",
+                      "--confirm", "weighted-2x-half",
+                      "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    got = {(c["baseline"], c["seeds"]): c for c in result["confirmations"]}
+    fresh = got[("tea0", "fresh seeds")]
+    assert fresh["pairs"] == [[1000, 2003], [1000, 2004]]
+    assert fresh["result"]["difference"] == pytest.approx(-5.0)  # 20 vs 25 %
+    assert got[("tea0", "every seed")]["result"]["difference"] == pytest.approx(1.0)
+    assert ("baseline-half", "fresh seeds") not in got
+    assert got[("baseline-half", "every seed")]["pairs"] == [[2000, 2000],
+                                                            [2001, 2001],
+                                                            [2002, 2002]]  # fmt: skip
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert (
+        "fresh seeds: weighted-2x-half vs tea0 (the best teacher on valid): -5.00"
+        in text
+    )
+
+
 def test_confirm_compares_the_chosen_configuration_on_fresh_seeds(tmp_path):
     """--confirm weighted-1x --seeds 5: against the baseline and self-training
     on seeds 2003-2004 alone, then on all five; in RESULTS.md and results.json."""

@@ -538,15 +538,18 @@ def study_command(args):
     return shlex.join(argv)
 
 
-def _against_teacher(group, teacher, label):
+def _against_teacher(group, teacher, label, only=None):
     """The paired bootstrap of a student configuration against one teacher
-    run, as a comparison record. The teacher is one run: every student seed is
-    paired with it, so the test covers the utterances and the students'
-    seeds, not the teacher's."""
-    seeds = group["seeds"]
+    run (``only``: those of the student's seeds), as a comparison record, or
+    None when no seed is left. The
+    teacher is one run: every student seed is paired with it, so the test
+    covers the utterances and the students' seeds, not the teacher's."""
+    seeds = [s for s in group["seeds"] if only is None or s in only]
+    if not seeds:
+        return None
     result = paired_bootstrap(
         [run_edit_counts(teacher["runs"][0]["folder"])] * len(seeds),
-        [run_edit_counts(r["folder"]) for r in group["runs"]],
+        [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
     )
     return {
         "name": group["name"],
@@ -570,29 +573,41 @@ def paper_comparisons(groups, by_name):
     ]
 
 
+def best_teacher(groups):
+    """The teacher group with the lowest valid PER, or None."""
+    teachers = [g for g in groups if g["kind"] == "teacher"]
+    return min(teachers, key=lambda g: g["valid_PER"]["mean"], default=None)
+
+
+def _pool_student(name):
+    """Is ``name`` a KD student on the pool, of any size?"""
+    return bool(_pool_kd(name.removesuffix("-small").removesuffix("-half")))
+
+
 def best_teacher_comparisons(groups, by_name):
     """Each KD student on the pool (any size) against the best teacher, the
     one with the lowest valid PER: can a smaller student match it?"""
-    teachers = [g for g in groups if g["kind"] == "teacher"]
-    if not teachers:
+    best = best_teacher(groups)
+    if best is None:
         return []
-    best = min(teachers, key=lambda g: g["valid_PER"]["mean"])
     label = f"{best['name']} (the best teacher on valid)"
     return [
         _against_teacher(group, best, label)
         for group in groups
-        if _pool_kd(group["name"].removesuffix("-small").removesuffix("-half"))
+        if _pool_student(group["name"])
     ]
 
 
 def _compare(name, baseline, by_name, only=None):
     """The paired bootstrap of ``name`` against ``baseline`` over their
     common seeds (seed i with seed i; ``only``: those of these seeds), as a
-    comparison record."""
+    comparison record; None when they have no seed in common."""
     group, base = by_name[name], by_name[baseline]
     seeds = [s for s in group["seeds"] if s in base["seeds"]]
     if only is not None:
         seeds = [s for s in seeds if s in only]
+    if not seeds:  # no seed in common: nothing to compare
+        return None
     result = paired_bootstrap(
         [run_edit_counts(r["folder"]) for r in base["runs"] if r["seed"] in seeds],
         [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
@@ -624,7 +639,7 @@ def self_training_comparisons(groups, by_name):
         kd = _pool_kd(group["name"])
         if kd and f"pseudo-{kd[1]}" in by_name:
             out.append(_compare(group["name"], f"pseudo-{kd[1]}", by_name))
-    return out
+    return [record for record in out if record]
 
 
 def _mean_test_per(group, seeds):
@@ -667,14 +682,24 @@ def oracle_gaps(groups, by_name):
     return out
 
 
-def confirmations(args, by_name):
+def confirmations(args, by_name, groups=()):
     """``--confirm NAME``: the configuration chosen on valid, against its
     baseline (and self-training, for a student on the pool) on the fresh
     seeds only (seed indices 3 and up, which took no part in choosing it),
-    then on every seed."""
+    then on every seed; a KD student on the pool also against the best
+    teacher on valid."""
     fresh = {STUDENT_SEED + i for i in range(3, args.seeds)}
     out = []
+    best = best_teacher(groups)
     for name in args.confirm or ():
+        if best is not None and name in by_name and _pool_student(name):
+            label = f"{best['name']} (the best teacher on valid)"
+            for seeds, only in (("fresh seeds", fresh), ("every seed", None)):
+                record = _against_teacher(by_name[name], best, label, only)
+                if record:
+                    record["seeds"] = seeds
+                    record["sentence"] = f"{seeds}: {record['sentence']}"
+                    out.append(record)
         others = [baseline_of(name)]
         if _pool_kd(name):
             others.append(f"pseudo-{_pool_kd(name)[1]}")
@@ -683,7 +708,7 @@ def confirmations(args, by_name):
                 continue
             for label, only in (("fresh seeds", fresh), ("every seed", None)):
                 record = _compare(name, other, by_name, only)
-                if not record["pairs"]:
+                if record is None:
                     continue
                 record["seeds"] = label
                 record["sentence"] = f"{label}: {record['sentence']}"
@@ -739,7 +764,7 @@ def summarize(args, jobs, say):
     comparisons += self_training_comparisons(groups, by_name)
     comparisons += best_teacher_comparisons(groups, by_name)
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
-    confirmed = confirmations(args, by_name)
+    confirmed = confirmations(args, by_name, groups)
     if confirmed:
         sentences.append(
             f"Confirmation of {', '.join(args.confirm)}, chosen on valid before "
