@@ -38,9 +38,12 @@ trained on") gives the corpus a pool of new speakers as much audio as train
 unlabelled part on it, and trains every distilled student on train + the
 pool (``--unlabelled``, alpha 0.5 on train, the teachers alone on the pool),
 with one more student, ``pseudo``: train + the pool with the teachers'
-consensus as a hard label and no KD term (self-training), so that the table
-shows what the teachers' distributions add to the extra audio. Its default
-output folder is ``results/demo_unlabelled``.
+consensus as a hard label there (self-training) and the distilled students'
+own objective on train, so that the table shows what the teachers'
+distributions add to the extra audio. The baseline trains twice the epochs
+on train alone: every student takes as many optimiser updates (a control
+differs in one thing). Its default output folder is
+``results/demo_unlabelled``.
 
 Seeds: the teachers are trained once, at their own seeds, whatever ``--seeds``
 says; only the students' seed varies. The question the demo asks is whether
@@ -157,9 +160,15 @@ QUICK = {
 }
 QUICK_SETTINGS = {"test_beam_size": 2, "lr": 0.003}
 # --unlabelled: pool speakers (as many as the preset's training speakers, so
-# the pool is as much audio as train), and the self-training student's keys.
+# the pool is as much audio as train), and the self-training student's keys:
+# the distilled students' own objective on train (alpha 0.5), the consensus as
+# a hard label on the pool: the matched control differs in that alone.
 POOL_SPEAKERS = {"demo_core": 48, "tiny": 6}
-SELF_TRAINING = {"alpha": 0.0, "unlabelled_alpha": 0.0}
+SELF_TRAINING = {"unlabelled_alpha": 0.0}
+# With --unlabelled every student but the baseline sees train + the pool (as
+# much audio again) each epoch: the baseline trains this many times the epochs,
+# so that all of them take the same number of optimiser updates.
+MATCHED_BASELINE_EPOCHS = 2
 
 
 class DemoError(RecipeError):
@@ -431,7 +440,9 @@ def build_jobs(args, data_folder):
         folder = student_folder(out, "baseline", seed)
         argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
         argv += ["--output_folder", folder, "--teacher_name", "student-baseline"]
-        argv += flags(student)
+        matched = MATCHED_BASELINE_EPOCHS if args.unlabelled else 1
+        epochs = args.student_epochs * matched
+        argv += flags({**student, "number_of_epochs": epochs})
         name = f"student-baseline-seed{seed}"
         jobs.append(
             Job(name, argv, folder, RunFolder(folder).per_test_file,
@@ -667,7 +678,10 @@ def main(argv=None):
             f"Unlabelled audio: {pool_folder(data_folder)}; every distilled "
             "student trains on train + it (the teachers alone there, "
             "unlabelled_alpha 1); student-pseudo learns the teachers' consensus "
-            "on it as a hard label, without KD terms (alpha 0, unlabelled_alpha 0)."
+            "on it as a hard label (unlabelled_alpha 0), with the same objective "
+            f"on train (alpha {KD_SETTINGS['alpha']}); student-baseline trains "
+            f"{MATCHED_BASELINE_EPOCHS}x the epochs on train alone: every "
+            "student takes the same number of optimiser updates."
         )
     if args.quick:
         preamble.insert(0, SMOKE_RUN_NOTE)

@@ -41,7 +41,7 @@ from mtkd_tools.results import (
     write_results,
 )
 from mtkd_tools.results import read_run as read_one_run
-from mtkd_tools.significance import UNITS
+from mtkd_tools.significance import DEFAULT_UNIT, UNITS
 
 RUN_FILES = ("hyperparams.yaml", "train_log.txt")
 
@@ -99,9 +99,10 @@ def main(argv=None):
     parser.add_argument("--cost_repeats", type=int, default=3, help="default: 3")
     parser.add_argument("--device", default="cpu", help="for --cost (default: cpu)")
     parser.add_argument(
-        "--bootstrap_unit", choices=UNITS, default="utterance",
-        help="what the significance test resamples (default: utterance; speaker:"
-        " all utterances of a speaker together, wider intervals)",
+        "--bootstrap_unit", choices=UNITS, default=DEFAULT_UNIT,
+        help="what the bootstrap resamples with the seeds (default: speaker, "
+        "all utterances of a speaker together; utterance: narrower intervals "
+        "that treat a speaker's utterances as independent)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.cost:

@@ -27,10 +27,13 @@ import statistics
 from mtkd import RecipeError
 from mtkd.runs import RunFolder, plain_value, read_hyperparams
 from mtkd_tools.significance import (
+    DEFAULT_UNIT,
     SIGNIFICANCE_LEVEL,
+    UTTERANCES_JSON,
     describe,
     paired_bootstrap,
     run_edit_counts,
+    write_utterances,
 )
 
 BASELINE = "student-baseline"
@@ -131,15 +134,16 @@ def count_parameters(model_config_path):
 
 
 def _self_training(values):
-    """A train_kd.py run on unlabelled audio with alpha 0 on both kinds of
-    utterance: it learns the teachers' consensus as a hard label, nothing
-    of their distributions (self-training)."""
+    """A train_kd.py run on unlabelled audio with unlabelled_alpha 0: on the
+    unlabelled audio it learns the teachers' consensus as a hard label,
+    nothing of their distributions (self-training; its labelled rows may
+    still have a KD term, as the matched control's do)."""
     unlabelled = str(values.get("unlabelled", "null")).strip()
     try:
-        alphas = float(values.get("alpha", 1)), float(values.get("unlabelled_alpha", 1))
+        unlabelled_alpha = float(values.get("unlabelled_alpha", 1))
     except ValueError:
         return False
-    return unlabelled not in ("null", "None", "") and alphas == (0.0, 0.0)
+    return unlabelled not in ("null", "None", "") and unlabelled_alpha == 0.0
 
 
 def read_run(folder):
@@ -338,17 +342,34 @@ def _baseline_for(group, baselines):
     return fits[0] if len(fits) == 1 else None
 
 
-def compare_to_baseline(groups, unit="utterance", level=SIGNIFICANCE_LEVEL):
+def run_counts(groups):
+    """{``<model>@<seed>``: ``read_edit_counts`` of that run's per_test.txt}
+    for every run of ``group_runs``' models: the per-utterance results that
+    ``utterances.json`` keeps and every comparison is computed from."""
+    return {
+        f"{group['name']}@{run['seed']}": run_edit_counts(run["folder"])
+        for group in groups
+        for run in group["runs"]
+    }
+
+
+def compare_to_baseline(
+    groups, unit=DEFAULT_UNIT, level=SIGNIFICANCE_LEVEL, counts=None
+):
     """Each distilled student model against the baseline student model.
 
     Seed i of the student is paired with seed i of the baseline (by seed
     order; with unequal numbers of seeds the first ones of each), and the
-    paired bootstrap of ``mtkd_tools.significance`` runs on their ``per_test.txt``.
+    paired bootstrap of ``mtkd_tools.significance`` runs on their edit counts
+    (``counts``: ``run_counts(groups)`` when not given), with its seed-level
+    tests.
 
     Returns a list of dicts: ``name``, ``baseline``, ``pairs`` (list of
-    [student seed, baseline seed]), ``result`` (``paired_bootstrap``'s dict,
-    or None), ``sentence`` (the verdict sentence, or why there is none).
+    [student seed, baseline seed]), ``baseline_runs`` and ``student_runs``
+    (their keys in ``counts``), ``result`` (``paired_bootstrap``'s dict, or
+    None), ``sentence`` (the comparison line, or why there is none).
     """
+    counts = run_counts(groups) if counts is None else counts
     baselines = [g for g in groups if g["base_name"] == BASELINE]
     out = []
     for group in groups:
@@ -371,11 +392,12 @@ def compare_to_baseline(groups, unit="utterance", level=SIGNIFICANCE_LEVEL):
                 )
             continue
         n = min(group["n"], baseline["n"])
+        base_keys = [f"{baseline['name']}@{r['seed']}" for r in baseline["runs"][:n]]
+        student_keys = [f"{group['name']}@{r['seed']}" for r in group["runs"][:n]]
         result = paired_bootstrap(
-            [run_edit_counts(r["folder"]) for r in baseline["runs"][:n]],
-            [run_edit_counts(r["folder"]) for r in group["runs"][:n]],
+            [counts[k] for k in base_keys], [counts[k] for k in student_keys],
             unit=unit,
-        )
+        )  # fmt: skip
         sentence = describe(group["name"], baseline["name"], result, level)
         if n < max(group["n"], baseline["n"]):
             sentence += (
@@ -392,6 +414,8 @@ def compare_to_baseline(groups, unit="utterance", level=SIGNIFICANCE_LEVEL):
                         group["runs"][:n], baseline["runs"][:n], strict=True
                     )
                 ],
+                "baseline_runs": base_keys,
+                "student_runs": student_keys,
                 "result": result,
                 "sentence": sentence,
             }
@@ -520,7 +544,8 @@ def notes(groups, comparisons=()):
             f"Still learning (valid PER down by more than {CONVERGED_PERCENT:g} % "
             f"of its value over the last {LAST_EPOCHS} epochs): "
             + ", ".join(f"{name} ({rel:+.1f} %)" for name, rel in learning)
-            + "."
+            + ". A comparison with a model still learning says which got "
+            "further in these epochs, not which is better once trained."
         )
     out += [comparison["sentence"] for comparison in comparisons]
     return out
@@ -567,7 +592,7 @@ def plot_valid_curves(groups, path):
 
 
 def write_results(
-    runs, out_dir, title="Results", preamble=(), extra_columns=(), unit="utterance"
+    runs, out_dir, title="Results", preamble=(), extra_columns=(), unit=DEFAULT_UNIT
 ):
     """Writes RESULTS.md, results.json and valid_per.png; returns the markdown.
 
@@ -580,7 +605,8 @@ def write_results(
     """
     os.makedirs(out_dir, exist_ok=True)
     groups = group_runs(runs)
-    comparisons = compare_to_baseline(groups, unit)
+    counts = run_counts(groups)
+    comparisons = compare_to_baseline(groups, unit, counts=counts)
     plot_valid_curves(groups, os.path.join(out_dir, PLOT_PNG))
     lines = [f"# {title}", "", *preamble]
     if preamble:
@@ -603,6 +629,7 @@ def write_results(
     atomic_write(
         os.path.join(out_dir, RESULTS_JSON), json.dumps(payload, indent=2) + "\n"
     )
+    write_utterances(os.path.join(out_dir, UTTERANCES_JSON), counts)
     return text
 
 

@@ -27,8 +27,21 @@ the 2.5 and 97.5 percentiles of the replicates; the two-sided p-value is twice
 the smaller tail of replicates on either side of zero, so p < 0.05 exactly
 when the interval (nearly) excludes zero. The random generator has a fixed
 seed: the same files give the same interval and p-value.
+
+That bootstrap cannot see how much a new training differs from the last one:
+with 3 seed pairs whose differences share a sign, no replicate crosses zero
+however far apart the seeds are. So every comparison also carries a
+**seed-level** test on the per-seed PER differences (one number per seed
+pair): a paired t-test (``paired_t_test``) and an exact sign-flip
+randomisation test (``sign_flip_test``; with n pairs its p-value cannot go
+below 2 / 2^n: 6 pairs are needed to reach 0.05). A verdict ("lower PER than
+X") needs both the two-level bootstrap (speakers and seeds, the default) and
+the seed-level t-test below 0.05 (``verdict``); anything else is "not shown",
+with the reason.
 """
 
+import itertools
+import math
 import re
 
 import numpy as np
@@ -41,6 +54,9 @@ RESAMPLES = 10000
 CONFIDENCE = 0.95
 SIGNIFICANCE_LEVEL = 0.05
 UNITS = ("utterance", "speaker")
+DEFAULT_UNIT = "speaker"  # utterances of one speaker are alike: draw speakers
+# Fewer seed pairs leave a seed-level test without power: no verdict is given.
+MIN_SEEDS_FOR_VERDICT = 3
 
 # "MDAB0_SI1039, %WER 12.50 [ 4 / 32, 1 ins, 0 del, 3 sub ]"
 _UTTERANCE_LINE = re.compile(
@@ -107,6 +123,65 @@ def read_edit_counts(path):
     }
 
 
+UTTERANCES_JSON = "utterances.json"
+
+
+def write_utterances(path, counts):
+    """Writes the per-utterance edit counts of several runs scored on one test
+    set, so that every comparison can be recomputed from the repository alone
+    (``read_utterances``): ``{"ids": [utterance ids], "ref_tokens": [phones],
+    "runs": {run key: [edits, in the order of ids]}}``. ``counts``: {run key:
+    ``read_edit_counts`` result}; runs on another test set are an error
+    naming both. Written to a temporary name, then renamed."""
+    import json
+    import os
+
+    keys = list(counts)
+    payload = {"ids": [], "ref_tokens": [], "runs": {}}
+    if keys:
+        first = counts[keys[0]]
+        payload["ids"] = list(first["ids"])
+        payload["ref_tokens"] = [int(n) for n in first["ref_tokens"]]
+        for key in keys:
+            payload["runs"][key] = [int(e) for e in _aligned_to(first, counts[key])]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, separators=(",", ":"))
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_utterances(path):
+    """{run key: ``read_edit_counts``-like dict} from a ``write_utterances``
+    file (``path`` of each: ``<file>#<run key>``)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+        ids, refs = payload["ids"], np.asarray(payload["ref_tokens"], dtype=np.int64)
+        runs = payload["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SignificanceError(
+            f"{path}: not a per-utterance results file ({err}); regenerate it "
+            "with the tool that wrote the RESULTS.md beside it."
+        ) from None
+    out = {}
+    for key, edits in runs.items():
+        if len(edits) != len(ids):
+            raise SignificanceError(
+                f"{path}: run {key} has {len(edits)} edit counts for "
+                f"{len(ids)} utterances."
+            )
+        out[key] = {
+            "path": f"{path}#{key}",
+            "ids": list(ids),
+            "edits": np.asarray(edits, dtype=np.int64),
+            "ref_tokens": refs,
+        }
+    return out
+
+
 def run_edit_counts(folder):
     """``read_edit_counts`` of the run folder's ``per_test.txt``."""
     return read_edit_counts(RunFolder(folder).per_test_file)
@@ -154,7 +229,7 @@ def _units(ids, unit):
 def paired_bootstrap(
     baseline_runs,
     student_runs,
-    unit="utterance",
+    unit=DEFAULT_UNIT,
     resamples=RESAMPLES,
     seed=BOOTSTRAP_SEED,
     confidence=CONFIDENCE,
@@ -187,7 +262,8 @@ def paired_bootstrap(
         ``seed_differences`` (PER points, one per pair), ``seeds_lower``
         (pairs where the student's PER is lower), ``n_seeds``, ``n_units``,
         ``n_utterances``, ``unit``, ``resamples``, ``confidence``,
-        ``resample_seeds``.
+        ``resample_seeds``, and ``seed_level`` (``seed_level_tests`` of the
+        per-seed differences).
     """
     if not baseline_runs or len(baseline_runs) != len(student_runs):
         raise SignificanceError(
@@ -257,32 +333,128 @@ def paired_bootstrap(
         "resamples": resamples,
         "confidence": confidence,
         "resample_seeds": draw_seeds,
+        "seed_level": seed_level_tests(seed_differences),
+    }
+
+
+def _betainc(a, b, x):
+    """Regularised incomplete beta function I_x(a, b), 0 <= x <= 1, by its
+    continued fraction (modified Lentz), to about 1e-12."""
+    if x <= 0.0 or x >= 1.0:
+        return max(0.0, min(1.0, x))
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast on this side
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        + a * math.log(x) + b * math.log1p(-x)
+    )  # fmt: skip
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def student_t_two_sided(t, df):
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
+    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def paired_t_test(differences):
+    """Two-sided paired t-test of the mean of ``differences`` (one per seed
+    pair, student minus baseline) against 0.
+
+    Returns ``{"t", "df", "p_value"}``; ``p_value`` None (with ``t`` None)
+    when fewer than 2 pairs leave no variance to test against. Differences
+    all equal and non-zero give p 0 (t infinite); all zero give p 1.
+    """
+    values = np.asarray(differences, dtype=np.float64)
+    n = len(values)
+    if n < 2:
+        return {"t": None, "df": max(n - 1, 0), "p_value": None}
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    if sd == 0.0:
+        return {"t": math.copysign(math.inf, mean) if mean else 0.0, "df": n - 1,
+                "p_value": 0.0 if mean else 1.0}  # fmt: skip
+    t = mean / (sd / math.sqrt(n))
+    return {"t": t, "df": n - 1, "p_value": student_t_two_sided(t, n - 1)}
+
+
+def sign_flip_test(differences):
+    """Exact two-sided sign-flip (randomisation) test of the mean difference:
+    under "no difference" each pair's sign is a coin toss, so the p-value is
+    the share of the 2^n sign patterns whose |mean| is at least the observed
+    one. With n pairs it cannot go below 2 / 2^n. None for no pairs."""
+    values = np.abs(np.asarray(differences, dtype=np.float64))
+    n = len(values)
+    if n == 0:
+        return None
+    observed = abs(float(np.sum(differences)))
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    sums = np.abs(signs @ values)
+    # A tolerance so that the observed pattern counts itself despite rounding.
+    at_least = np.count_nonzero(sums >= observed - 1e-9 * max(1.0, observed))
+    return float(at_least / len(sums))
+
+
+def seed_level_tests(differences):
+    """The seed-level tests of one comparison: ``n`` (pairs), ``t``,
+    ``t_p_value`` (paired t-test), ``sign_flip_p_value``, and ``reason``
+    (why a verdict cannot rest on them, or None)."""
+    t = paired_t_test(differences)
+    n = len(differences)
+    reason = None
+    if n < MIN_SEEDS_FOR_VERDICT:
+        reason = (
+            f"{n} seed{'s' * (n != 1)}: a seed-level test needs at least "
+            f"{MIN_SEEDS_FOR_VERDICT}; 6 for a sign-flip test to reach 0.05"
+        )
+    return {
+        "n": n,
+        "t": t["t"],
+        "t_p_value": t["p_value"],
+        "sign_flip_p_value": sign_flip_test(differences),
+        "reason": reason,
     }
 
 
 def verdict(result, level=SIGNIFICANCE_LEVEL, baseline="the baseline"):
-    """'better than the baseline' when p < ``level`` and the student's PER is
-    lower, 'worse than the baseline' when p < ``level`` and it is higher, else
-    'no significant difference from the baseline'.
+    """ "lower PER than X" or "higher PER than X" where both the bootstrap (of
+    speakers or utterances, and seeds) and the seed-level t-test give
+    p < ``level``, on the same side; otherwise "not shown", with the reason.
 
-    With one seed the bootstrap resamples utterances only, not the training's
-    own variation, which the study found decisive (docs/kd_study.md): a
-    significant difference is then reported as lower or higher on these
-    utterances, and the verdict is left to more seeds.
+    The bootstrap alone sees the test set's noise, not how far one training
+    lands from the next (docs/results-and-significance.md): a single seed, or
+    a few seeds that agree, can give it a tiny p-value that another set of
+    seeds would not repeat.
     """
-    significant = result["p_value"] < level and result["difference"] != 0
-    if significant and result["n_seeds"] == 1:
-        side = "lower" if result["difference"] < 0 else "higher"
-        return (
-            f"{side} PER than {baseline} on these utterances, but one seed's "
-            "test covers the utterances only, not the variation between "
-            "trainings: seeds decide (run 3 or more)"
-        )
-    if significant and result["difference"] < 0:
-        return f"better than {baseline}"
-    if significant:
-        return f"worse than {baseline}"
-    return f"no significant difference from {baseline} (p >= {level:g})"
+    seed_level = result.get("seed_level") or seed_level_tests(
+        result["seed_differences"]
+    )
+    side = "lower" if result["difference"] < 0 else "higher"
+    if result["difference"] == 0:
+        return f"not shown (no difference from {baseline})"
+    if seed_level["reason"]:
+        why = seed_level["reason"]
+    elif result["p_value"] >= level:
+        why = f"bootstrap p >= {level:g}"
+    elif seed_level["t_p_value"] >= level:
+        why = f"seed-level t-test p = {seed_level['t_p_value']:.3f} >= {level:g}"
+    else:
+        return f"{side} PER than {baseline}"
+    return f"not shown ({why})"
 
 
 def format_p(p_value):
@@ -290,23 +462,38 @@ def format_p(p_value):
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
+def _seed_level_text(seed_level):
+    """'seed-level t-test p = 0.090, sign-flip p = 0.250' (or why not)."""
+    if seed_level["t_p_value"] is None:
+        return "seed-level tests: need 2 or more seeds"
+    return (
+        f"seed-level t-test {format_p(seed_level['t_p_value'])}, sign-flip "
+        f"{format_p(seed_level['sign_flip_p_value'])}"
+    )
+
+
 def describe(name, baseline_name, result, level=SIGNIFICANCE_LEVEL):
-    """The verdict sentence under a results table, e.g. "student-best vs
-    student-baseline: -1.20 PER points (-6.8 % relative; 95 % CI -2.00 to
-    -0.40, p = 0.004, paired bootstrap over 192 utterances x 3 seeds; lower in
-    3 of 3 seeds): better than student-baseline."."""
+    """The comparison line under a results table, e.g. "weighted vs baseline:
+    -1.20 PER points (-6.8 % relative; 95 % CI -2.00 to -0.40, p = 0.004,
+    paired bootstrap over 24 speakers (192 utterances) and 6 seeds;
+    seed-level t-test p = 0.010, sign-flip p = 0.031; lower in 6 of 6
+    seeds): lower PER than baseline."."""
     relative = result["relative"]
     units = result["n_units"]
     unit = result["unit"] + ("s" if units != 1 else "")
     seeds = result["n_seeds"]
-    how = f"paired bootstrap over {units} {unit} x {seeds} seed{'s' * (seeds != 1)}"
+    how = f"paired bootstrap over {units} {unit}"
     if result["unit"] == "speaker":
         how += f" ({result['n_utterances']} utterances)"
+    how += f" and {seeds} seed{'s' * (seeds != 1)}"
+    seed_level = result.get("seed_level") or seed_level_tests(
+        result["seed_differences"]
+    )
     return (
         f"{name} vs {baseline_name}: {result['difference']:+.2f} PER points ("
         + ("" if relative is None else f"{relative:+.1f} % relative; ")
         + f"{round(result['confidence'] * 100):d} % CI {result['ci_low']:+.2f} to "
-        f"{result['ci_high']:+.2f}, {format_p(result['p_value'])}, {how}; lower "
-        f"in {result['seeds_lower']} of {seeds} seed{'s' * (seeds != 1)}): "
-        f"{verdict(result, level, baseline_name)}."
+        f"{result['ci_high']:+.2f}, {format_p(result['p_value'])}, {how}; "
+        f"{_seed_level_text(seed_level)}; lower in {result['seeds_lower']} of "
+        f"{seeds} seed{'s' * (seeds != 1)}): {verdict(result, level, baseline_name)}."
     )

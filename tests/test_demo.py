@@ -240,7 +240,9 @@ def test_unlabelled_demo_adds_the_pool_and_a_self_training_student(tmp_path):
     text = (out / "RESULTS.md").read_text()
     assert list(table_rows(text)) == TEACHERS + STUDENTS + ["student-pseudo"]
     assert "student-pseudo vs student-baseline" in text
-    for name, alphas in (("weighted", ("0.5", "1.0")), ("pseudo", ("0.0", "0.0"))):
+    # The matched controls: pseudo differs from weighted in unlabelled_alpha
+    # alone; the baseline trains twice the epochs (as many updates).
+    for name, alphas in (("weighted", ("0.5", "1.0")), ("pseudo", ("0.5", "0.0"))):
         folder = out / "students" / name / "seed2000"
         seen = json.loads((folder / "data_seen.json").read_text())
         assert seen["labelled"]["utterances"] == 48
@@ -250,3 +252,7 @@ def test_unlabelled_demo_adds_the_pool_and_a_self_training_student(tmp_path):
         values = top_level_values(str(folder / "hyperparams.yaml"))
         assert values["unlabelled"] == str(pool)
         assert (values["alpha"], values["unlabelled_alpha"]) == alphas
+        assert values["number_of_epochs"] == "1"
+    baseline = out / "students" / "baseline" / "seed2000" / "hyperparams.yaml"
+    assert top_level_values(str(baseline))["number_of_epochs"] == "2"
+    assert "every student takes the same number of optimiser updates" in text

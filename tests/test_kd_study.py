@@ -78,7 +78,7 @@ def test_plan_of_the_other_groups(tmp_path):
     assert names.index("paper-weighted-10teachers/seed0") < names.index(
         "pseudo-1x/seed0"
     )
-    assert jobs[-1].name == "weighted-2x-half/seed0"
+    assert jobs[-1].name == "pseudo-matched/seed0"
 
 
 def test_plan_of_the_paper_group(tmp_path):
@@ -404,3 +404,76 @@ def test_valid_decode_uses_a_runs_own_valid_manifest(tmp_path):
     argv = valid_decode.valid_command(str(run), "/copy")
     assert argv[argv.index("--test_annotation") + 1] == "/copy/valid.json"
     assert argv[-2:] == ["--skip_prep", "true"]
+
+
+def test_plan_of_the_matched_controls(tmp_path):
+    """baseline-matched: the labelled-only student for as many updates as a
+    1x pool student (twice the epochs over half the utterances); the half
+    control three times (2x pool); pseudo-matched: weighted-1x's command
+    with the pool rows on the consensus alone (unlabelled_alpha 0), nothing
+    else changed."""
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--student_epochs", "30",
+                      "--models", "baseline-matched", "baseline-half-matched",
+                      "pseudo-matched", "weighted-1x")  # fmt: skip
+    by_name = {job.name: job for job in jobs}
+    matched = by_name["baseline-matched/seed1"]
+    assert matched.argv[0] == "train_teacher.py"
+    assert (flag(matched, "number_of_epochs"), flag(matched, "seed")) == ("60", "2001")
+    assert flag(matched, "rnn_neurons") == "64"
+    half = by_name["baseline-half-matched/seed0"]
+    assert (flag(half, "number_of_epochs"), flag(half, "rnn_neurons")) == ("90", "62")
+    pseudo, weighted = by_name["pseudo-matched/seed0"], by_name["weighted-1x/seed0"]
+    differ = [(a, b) for a, b in zip(pseudo.argv, weighted.argv, strict=True) if a != b]
+    assert differ == [
+        (pseudo.folder, weighted.folder),
+        ("0.0", "1.0"),
+    ]  # the output folder, and unlabelled_alpha
+    assert flag(pseudo, "unlabelled_alpha") == "0.0" and flag(pseudo, "alpha") == "0.5"
+    assert kd_study.matched_baseline_of("weighted-1x") == "baseline-matched"
+    assert kd_study.matched_baseline_of("pseudo-matched") == "baseline-matched"
+    assert kd_study.matched_baseline_of("weighted-2x-half") == "baseline-half-matched"
+    assert kd_study.matched_baseline_of("weighted-2x") is None  # none defined
+    assert kd_study.matched_baseline_of("weighted") is None  # not on the pool
+
+
+def test_summary_compares_with_the_matched_controls_and_can_be_recomputed(tmp_path):
+    """weighted-1x against baseline, baseline-matched, pseudo-1x and
+    pseudo-matched; every comparison line is recomputed from the committed
+    utterances.json alone, and its seed-level tests are in the line."""
+    from mtkd_tools.significance import describe, paired_bootstrap, read_utterances
+
+    per_seed = {"baseline": 7, "baseline-matched": 6, "pseudo-matched": 5,
+                "weighted-1x": 4, "pseudo-1x": 5}  # fmt: skip
+    for config, edits in per_seed.items():
+        for i in range(3):
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i,
+                     kd=config in ("pseudo-matched", "weighted-1x", "pseudo-1x"),
+                     edits=[edits + (i == 1)] * 5 + [edits] * 5)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "unlabelled", "--seeds", "3",
+                      "--models", *per_seed, "--docs_folder",
+                      str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {(c["name"], c["baseline"]): c for c in result["comparisons"]}
+    assert sorted(b for n, b in compared if n == "weighted-1x") == [
+        "baseline", "baseline-matched", "pseudo-1x", "pseudo-matched"
+    ]  # fmt: skip
+    assert ("baseline-matched", "baseline") in compared
+    assert ("pseudo-matched", "baseline-matched") in compared
+    line = compared[("weighted-1x", "baseline-matched")]
+    assert line["result"]["difference"] == pytest.approx(-10.0)
+    assert line["student_runs"] == ["weighted-1x@2000", "weighted-1x@2001",
+                                    "weighted-1x@2002"]  # fmt: skip
+    assert "seed-level t-test" in line["sentence"]
+    assert line["sentence"].endswith("lower PER than baseline-matched.")
+    counts = read_utterances(tmp_path / "docs" / "utterances.json")
+    assert len(counts) == 15
+    for record in result["comparisons"]:
+        again = paired_bootstrap(
+            [counts[k] for k in record["baseline_runs"]],
+            [counts[k] for k in record["student_runs"]],
+        )
+        assert (
+            describe(record["name"], record["baseline"], again) == (record["sentence"])
+        )

@@ -154,7 +154,9 @@ def test_convergence_is_the_change_over_the_last_three_epochs(tmp_path):
     assert sentences[-1] == (
         "Still learning (valid PER down by more than 2 % of its value over the "
         "last 3 epochs): tea0 (selection_metric=CTC_PER) (-22.4 %), "
-        "tea0 (selection_metric=PER) (-3.6 %)."
+        "tea0 (selection_metric=PER) (-3.6 %). A comparison with a model still "
+        "learning says which got further in these epochs, not which is better "
+        "once trained."
     )
 
 
@@ -179,13 +181,15 @@ def test_verdict_pairs_seeds_and_comes_from_the_test(tmp_path):
     assert re.match(
         r"student-best vs student-baseline: -2\.50 PER points \(-10\.0 % "
         r"relative; 95 % CI -5\.00 to \+0\.00, p = 0\.(4[89]|5[01])\d, "
-        r"paired bootstrap over 10 utterances x 2 seeds",
+        r"paired bootstrap over 2 speakers \(10 utterances\) and 2 seeds; "
+        r"seed-level t-test p = 0\.500, sign-flip p = 1\.000; ",
         comparison["sentence"],
     )
     assert comparison["sentence"].endswith(
-        "x 2 seeds; lower in 1 of 2 seeds): no significant difference from "
-        "student-baseline (p >= 0.05)."
+        "lower in 1 of 2 seeds): not shown (2 seeds: a seed-level test needs "
+        "at least 3; 6 for a sign-flip test to reach 0.05)."
     )
+    assert comparison["student_runs"] == ["student-best@2000", "student-best@2001"]
     assert notes(group_runs(runs), [comparison])[-1] == comparison["sentence"]
 
 
@@ -253,8 +257,9 @@ def test_summarize_results_tests_every_student_over_seeds(tmp_path):
     assert re.search(
         r"student-best vs student-baseline: -11\.17 PER points \(-35\.3 % relative; "
         r"95 % CI -1\d\.\d\d to -\d+\.\d\d, p < 0\.001, paired bootstrap over "
-        r"10 utterances x 3 seeds; lower in 3 of 3 seeds\): better than "
-        r"student-baseline\.",
+        r"2 speakers \(10 utterances\) and 3 seeds; seed-level t-test "
+        r"p = 0\.0\d\d, sign-flip p = 0\.250; lower in 3 of 3 seeds\): lower "
+        r"PER than student-baseline\.",
         proc.stdout,
     )
     result = json.loads((out / "results.json").read_text())
@@ -265,3 +270,12 @@ def test_summarize_results_tests_every_student_over_seeds(tmp_path):
     assert comparison["pairs"] == [[2000, 2000], [2001, 2001], [2002, 2002]]
     assert comparison["result"]["p_value"] < 0.001
     assert "Every run:" in (out / "RESULTS.md").read_text()
+    # The per-utterance edits of every run, from which the line is recomputed.
+    from mtkd_tools.significance import read_utterances
+
+    counts = read_utterances(out / "utterances.json")
+    assert sorted(counts) == [f"student-{m}@{s}" for m in ("baseline", "best")
+                              for s in (2000, 2001, 2002)]  # fmt: skip
+    assert list(counts["student-best@2000"]["edits"]) == [
+        e - 2 + (k == 0) for k, e in enumerate(base)
+    ]

@@ -1,5 +1,6 @@
-"""mtkd_tools.significance: per-utterance edit counts and the paired bootstrap,
-checked against hand-worked examples."""
+"""mtkd_tools.significance: per-utterance edit counts, the paired bootstrap
+and the seed-level tests, checked against hand-worked examples and against
+scipy.stats."""
 
 import os
 
@@ -11,7 +12,10 @@ from mtkd_tools.significance import (
     SignificanceError,
     describe,
     paired_bootstrap,
+    paired_t_test,
     read_edit_counts,
+    seed_level_tests,
+    sign_flip_test,
     verdict,
 )
 
@@ -70,14 +74,21 @@ def test_student_better_by_one_edit_everywhere(tmp_path):
     baseline_per = 100 * sum(base_edits) / 200
     assert result["baseline_PER"] == pytest.approx(baseline_per)
     assert result["relative"] == pytest.approx(-1000 / baseline_per)
-    # One seed: the bootstrap covers utterances only; seeds decide.
-    assert verdict(result).startswith("lower PER than the baseline on these utt")
-    assert verdict(result).endswith("seeds decide (run 3 or more)")
-    assert verdict({**result, "n_seeds": 3}) == "better than the baseline"
+    # One seed: the bootstrap covers utterances only; no verdict without seeds.
+    assert verdict(result) == (
+        "not shown (1 seed: a seed-level test needs at least 3; 6 for a "
+        "sign-flip test to reach 0.05)"
+    )
+    # Three seeds that agree: both tests below 0.05, a verdict.
+    three = {**result, "seed_level": seed_level_tests([-10.0, -9.0, -11.0])}
+    assert verdict(three) == "lower PER than the baseline"
     worse = paired_bootstrap([student], [base])
     assert worse["difference"] == pytest.approx(10.0)
-    assert verdict(worse).startswith("higher PER than the baseline on these utt")
-    assert verdict({**worse, "n_seeds": 2}, baseline="X") == "worse than X"
+    worse3 = {**worse, "seed_level": seed_level_tests([10.0, 9.0, 11.0])}
+    assert verdict(worse3, baseline="X") == "higher PER than X"
+    # Seeds that disagree: the bootstrap alone does not make a verdict.
+    spread = {**result, "seed_level": seed_level_tests([-30.0, -1.0, 1.0])}
+    assert verdict(spread) == "not shown (seed-level t-test p = 0.423 >= 0.05)"
 
 
 def test_null_cases_give_large_p_values(tmp_path):
@@ -86,12 +97,14 @@ def test_null_cases_give_large_p_values(tmp_path):
     same = paired_bootstrap([base], [counts(tmp_path, "same", edits)])
     assert same["difference"] == 0 and same["p_value"] == 1.0
     assert (same["ci_low"], same["ci_high"]) == (0.0, 0.0)
-    assert verdict(same).startswith("no significant difference")
+    assert verdict(same).startswith("not shown (no difference")
     # Swaps: one edit more on half the utterances, one fewer on the other half.
     base_edits = [e + 1 for e in edits]
     swapped = [e + (1 if k % 2 else -1) for k, e in enumerate(base_edits)]
     result = paired_bootstrap(
-        [counts(tmp_path, "b2", base_edits)], [counts(tmp_path, "s2", swapped)]
+        [counts(tmp_path, "b2", base_edits)],
+        [counts(tmp_path, "s2", swapped)],
+        unit="utterance",
     )
     assert result["difference"] == pytest.approx(0.0)
     assert result["p_value"] > 0.5
@@ -108,7 +121,7 @@ def test_two_utterances_by_hand(tmp_path):
     assert result["difference"] == pytest.approx(-5.0)
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((-20.0, 10.0))
     assert result["p_value"] == pytest.approx(0.5, abs=0.03)
-    assert verdict(result).startswith("no significant difference")
+    assert verdict(result).startswith("not shown (1 seed")
     # Fixed generator seed: the same inputs give the same answer.
     assert paired_bootstrap([base], [student]) == result
 
@@ -148,10 +161,12 @@ def test_speakers_as_units(tmp_path):
     assert (result["n_units"], result["n_utterances"]) == (2, 4)
     assert result["difference"] == pytest.approx(-10.0)
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((-40.0, 20.0))
-    by_utterance = paired_bootstrap([base], [student])
+    by_utterance = paired_bootstrap([base], [student], unit="utterance")
     assert by_utterance["n_units"] == 4
     assert by_utterance["difference"] == pytest.approx(-10.0)
-    assert "over 2 speakers x 1 seed (4 utterances)" in describe("a", "b", result)
+    assert "over 2 speakers (4 utterances) and 1 seed;" in describe("a", "b", result)
+    # Speakers are the default unit.
+    assert paired_bootstrap([base], [student]) == result
     with pytest.raises(SignificanceError, match="unit='word'"):
         paired_bootstrap([base], [student], unit="word")
 
@@ -173,10 +188,80 @@ def test_verdict_sentence(tmp_path):
     sentence = describe("student-best", "student-baseline", result)
     assert sentence == (
         "student-best vs student-baseline: -10.00 PER points (-28.6 % relative; "
-        "95 % CI -10.00 to -10.00, p < 0.001, paired bootstrap over 20 "
-        "utterances x 1 seed; lower in 1 of 1 seed): lower PER than "
-        "student-baseline on these utterances, but one seed's test covers the "
-        "utterances only, not the variation between trainings: seeds decide "
-        "(run 3 or more)."
+        "95 % CI -10.00 to -10.00, p < 0.001, paired bootstrap over 3 "
+        "speakers (20 utterances) and 1 seed; seed-level tests: need 2 or more "
+        "seeds; lower in 1 of 1 seed): not shown (1 seed: a seed-level test "
+        "needs at least 3; 6 for a sign-flip test to reach 0.05)."
     )
     assert np.isclose(result["relative"], -100 / 3.5)
+
+
+def test_the_sentence_of_several_seeds(tmp_path):
+    """Three seeds, each one edit fewer on every utterance of 10 phones, on
+    two speakers: -10 points in every seed and every replicate; the t-test
+    has no spread to test against (p 0) and the sign-flip test gives its
+    floor with 3 pairs, 2/8."""
+    ids = [f"S{k % 2}_U{k}" for k in range(8)]
+    base = [counts(tmp_path, f"b{s}", [3] * 8, ids=ids) for s in range(3)]
+    kd = [counts(tmp_path, f"k{s}", [2] * 8, ids=ids) for s in range(3)]
+    sentence = describe("kd", "base", paired_bootstrap(base, kd))
+    assert sentence == (
+        "kd vs base: -10.00 PER points (-33.3 % relative; 95 % CI -10.00 to "
+        "-10.00, p < 0.001, paired bootstrap over 2 speakers (8 utterances) and "
+        "3 seeds; seed-level t-test p < 0.001, sign-flip p = 0.250; lower in 3 "
+        "of 3 seeds): lower PER than base."
+    )
+
+
+def test_paired_t_test_by_hand():
+    """Differences -1, -2, -3: mean -2, sd 1, t = -2 / (1 / sqrt 3) = -3.4641
+    with 2 degrees of freedom; for df 2 the two-sided tail is exactly
+    1 - |t| / sqrt(t^2 + 2) = 0.07418."""
+    result = paired_t_test([-1.0, -2.0, -3.0])
+    assert result["t"] == pytest.approx(-2 * 3**0.5)
+    assert result["df"] == 2
+    assert result["p_value"] == pytest.approx(1 - 12**0.5 / 14**0.5, rel=1e-9)
+    # df 1 is a Cauchy: the two-sided tail of t is 1 - (2 / pi) atan |t|;
+    # 1 and 3 give mean 2, sd sqrt 2, t = 2.
+    expected = 1 - 2 / np.pi * np.arctan(2.0)
+    assert paired_t_test([1.0, 3.0])["p_value"] == pytest.approx(expected, rel=1e-9)
+    assert paired_t_test([-0.4])["p_value"] is None  # no spread to test
+    assert paired_t_test([0.5, 0.5])["p_value"] == 0.0
+    assert paired_t_test([0.0, 0.0])["p_value"] == 1.0
+
+
+def test_sign_flip_test_by_hand():
+    """Differences -1, -2, +0.5 (sum -2.5): of the 8 sign patterns, the sums
+    of absolute value at least 2.5 are -3.5, -2.5 and their mirror images:
+    p = 4/8. Three pairs that agree reach only 2/8; six reach 2/64."""
+    assert sign_flip_test([-1.0, -2.0, 0.5]) == pytest.approx(0.5)
+    assert sign_flip_test([-1.0, -2.0, -0.5]) == pytest.approx(0.25)
+    assert sign_flip_test([-1.0] * 6) == pytest.approx(2 / 64)
+    assert sign_flip_test([]) is None
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 8])
+def test_seed_level_tests_agree_with_scipy(n):
+    stats = pytest.importorskip("scipy.stats")  # speechbrain brings scipy
+    rng = np.random.default_rng(n)
+    for _ in range(5):
+        differences = rng.normal(-0.4, 0.5, n)
+        ours = seed_level_tests(list(differences))
+        t = stats.ttest_rel(differences, np.zeros(n))
+        assert ours["t"] == pytest.approx(t.statistic, rel=1e-9)
+        assert ours["t_p_value"] == pytest.approx(t.pvalue, rel=1e-7)
+        exact = stats.permutation_test(
+            (differences,), np.mean, permutation_type="samples",
+            n_resamples=np.inf,
+        )  # fmt: skip
+        assert ours["sign_flip_p_value"] == pytest.approx(exact.pvalue, rel=1e-9)
+
+
+def test_a_seed_level_test_says_why_it_cannot_be_computed():
+    assert seed_level_tests([-0.5])["reason"].startswith("1 seed: a seed-level")
+    two = seed_level_tests([-0.5, -0.6])
+    assert two["reason"] == (
+        "2 seeds: a seed-level test needs at least 3; 6 for a sign-flip test "
+        "to reach 0.05"
+    )
+    assert seed_level_tests([-0.5, -0.6, -0.4])["reason"] is None

@@ -80,7 +80,13 @@ from mtkd_tools.results import (  # noqa: E402
     read_run,
     runs_table,
 )
-from mtkd_tools.significance import describe, paired_bootstrap, run_edit_counts  # noqa: E402
+from mtkd_tools.significance import (  # noqa: E402
+    UTTERANCES_JSON,
+    describe,
+    paired_bootstrap,
+    run_edit_counts,
+    write_utterances,
+)
 from run_demo import (  # noqa: E402
     KD_SETTINGS,
     SHARED_SETTINGS,
@@ -199,7 +205,41 @@ def unlabelled_configurations():
                 (f"weighted-{size}-{suffix}", "unlabelled", "t3", 1.0,
                  {"unlabelled": size, "strategy": "weighted", **UNLABELLED_KD})
             )  # fmt: skip
+    # Matched controls (issue 31). A control differs from the student it
+    # controls in one thing: the baselines train for as many optimiser updates
+    # as the pool students they control (more epochs over the labelled data,
+    # the same NewBob schedule and valid selection); self-training keeps the
+    # KD student's labelled-row objective (alpha 0.5) and differs only in what
+    # the pool rows learn from (the consensus as a hard label).
+    configs.append(
+        ("baseline-matched", "unlabelled", None, None, {"updates_of": "1x"})
+    )  # fmt: skip
+    configs.append(
+        ("baseline-half-matched", "unlabelled", None, None,
+         {"updates_of": "2x"})
+    )  # fmt: skip
+    configs.append(
+        ("pseudo-matched", "unlabelled", "t3", 1.0,
+         {"unlabelled": "1x", "strategy": "weighted", **UNLABELLED_KD,
+          "unlabelled_alpha": 0.0})
+    )  # fmt: skip
     return configs
+
+
+# The pool's size in multiples of the training audio (1x: as many utterances
+# as train): a student on train + pool sees (1 + this) times the labelled
+# data's batches per epoch.
+POOL_MULTIPLE = {"1x": 1, "2x": 2}
+
+
+def matched_epochs(student_epochs, pool_size):
+    """Epochs of a labelled-only control with as many optimiser updates as a
+    student trained ``student_epochs`` epochs on train + the ``pool_size``
+    pool (same batch size: batches per epoch grow with the utterances)."""
+    return student_epochs * (1 + POOL_MULTIPLE[pool_size])
+
+
+CONFIGS = {c[0]: c for c in configurations()}
 
 
 def pool_manifests(out, corpus, say):
@@ -352,7 +392,10 @@ def build_jobs(args, corpus):
         run_name = f"{name}/seed{seed_index}"
         done = os.path.join(folder, "per_test.txt")
         oracle = isinstance(overrides, dict) and overrides.get("oracle")
-        if overrides in (None, "small", "half") or oracle:  # no distillation
+        matched = isinstance(overrides, dict) and overrides.get("updates_of")
+        if matched:
+            student["number_of_epochs"] = matched_epochs(args.student_epochs, matched)
+        if overrides in (None, "small", "half") or oracle or matched:  # no KD
             argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
             argv += ["--output_folder", folder, "--teacher_name", f"student-{name}"]
             if oracle:  # train + the pool with its true phones
@@ -510,16 +553,48 @@ def baseline_of(name):
     the paper group: the same initialisation trained on the labels alone)."""
     if name.startswith("paper-"):
         return "paper-labels-only"
-    suffix = name.rsplit("-", 1)[-1]
-    return f"baseline-{suffix}" if suffix in ("small", "half") else "baseline"
+    suffix = size_suffix(name)
+    return f"baseline-{suffix}" if suffix else "baseline"
+
+
+def matched_baseline_of(name):
+    """The labelled-only control with as many updates as the pool student
+    ``name`` (``baseline-matched`` for a 1x student of the study's size,
+    ``baseline-half-matched`` for a 2x half student), or None."""
+    suffix = size_suffix(name)
+    control = f"baseline-{suffix}-matched" if suffix else "baseline-matched"
+    overrides = CONFIGS.get(control, (None,) * 5)[4]
+    size = pool_size_of(name)
+    if size and isinstance(overrides, dict) and overrides.get("updates_of") == size:
+        return control
+    return None
+
+
+def pool_size_of(name):
+    """'1x' or '2x' for a student on train + the pool (``weighted-2x-half``,
+    ``pseudo-1x``, ``oracle-1x``, ``pseudo-matched``), else None."""
+    overrides = CONFIGS.get(name, (None,) * 5)[4]
+    if isinstance(overrides, dict):
+        return overrides.get("unlabelled") or overrides.get("oracle")
+    return None
 
 
 def student_width(name):
     """The width of a student configuration: ``-small`` and ``-half`` names
     are narrower than the study's student."""
-    if name.endswith("-small"):
-        return SMALL_STUDENT_WIDTH
-    return HALF_STUDENT_WIDTH if name.endswith("-half") else STUDENT_WIDTH
+    size = size_suffix(name)
+    return {"small": SMALL_STUDENT_WIDTH, "half": HALF_STUDENT_WIDTH}.get(
+        size, STUDENT_WIDTH
+    )
+
+
+def size_suffix(name):
+    """'small' or 'half' for a narrower student's configuration
+    (``weighted-1x-half``, ``baseline-half-matched``), else None."""
+    for suffix in ("small", "half"):
+        if name.endswith(f"-{suffix}") or f"-{suffix}-" in name:
+            return suffix
+    return None
 
 
 def study_command(args):
@@ -538,45 +613,86 @@ def study_command(args):
     return shlex.join(argv)
 
 
-def _against_teacher(group, teacher, label, only=None):
-    """The paired bootstrap of a student configuration against one teacher
-    run (``only``: those of the student's seeds), as a comparison record, or
-    None when no seed is left. The
-    teacher is one run: every student seed is paired with it, so the test
-    covers the utterances and the students' seeds, not the teacher's."""
-    seeds = [s for s in group["seeds"] if only is None or s in only]
-    if not seeds:
-        return None
+def run_key(run):
+    """The key of a run in ``utterances.json``: ``<configuration>@<seed>``."""
+    return f"{run['name']}@{run['seed']}"
+
+
+def comparison(name, baseline, base_runs, student_runs, counts, label=None):
+    """The paired comparison of ``student_runs`` against ``base_runs`` (run
+    dicts, pair i with pair i), as a record: ``name``, ``baseline``,
+    ``pairs`` ([baseline seed, student seed]), ``baseline_runs`` and
+    ``student_runs`` (their keys in ``utterances.json``, so that the line can
+    be recomputed from the repository), ``result`` (``paired_bootstrap``:
+    speakers and seeds, with the seed-level tests) and ``sentence``."""
+    base_keys = [run_key(r) for r in base_runs]
+    student_keys = [run_key(r) for r in student_runs]
     result = paired_bootstrap(
-        [run_edit_counts(teacher["runs"][0]["folder"])] * len(seeds),
-        [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
+        [counts[k] for k in base_keys], [counts[k] for k in student_keys]
     )
     return {
-        "name": group["name"],
-        "baseline": teacher["name"],
-        "pairs": [[teacher["seeds"][0], s] for s in seeds],
+        "name": name,
+        "baseline": baseline,
+        "pairs": [
+            [b["seed"], r["seed"]] for b, r in zip(base_runs, student_runs, strict=True)
+        ],
+        "baseline_runs": base_keys,
+        "student_runs": student_keys,
         "result": result,
-        "sentence": describe(group["name"], label, result),
+        "sentence": describe(name, label or baseline, result),
     }
 
 
-def paper_comparisons(groups, by_name):
+def _compare(name, baseline, by_name, counts, only=None):
+    """``name`` against ``baseline`` over their common seeds (seed i with
+    seed i; ``only``: those of these seeds), or None when they share none."""
+    if name not in by_name or baseline not in by_name:
+        return None
+    group, base = by_name[name], by_name[baseline]
+    seeds = [s for s in group["seeds"] if s in base["seeds"]]
+    seeds = [s for s in seeds if only is None or s in only]
+    if not seeds:  # no seed in common: nothing to compare
+        return None
+
+    def of(g):
+        return [r for r in g["runs"] if r["seed"] in seeds]
+
+    return comparison(name, baseline, of(base), of(group), counts)
+
+
+def _against_teacher(group, teacher, label, counts, only=None):
+    """A student configuration against one teacher run (``only``: those of
+    the student's seeds), or None when no seed is left. The teacher is one
+    run: every student seed is paired with it, so the tests cover the
+    utterances and the students' seeds, not the teacher's."""
+    runs = [r for r in group["runs"] if only is None or r["seed"] in only]
+    if not runs:
+        return None
+    return comparison(
+        group["name"], teacher["name"], teacher["runs"][:1] * len(runs), runs,
+        counts, label,
+    )  # fmt: skip
+
+
+def paper_comparisons(groups, by_name, counts):
     """The paper's own comparison for the ``paper`` group: each configuration
     (the control included) against the teacher that started it, as trained."""
     teacher = by_name.get(PAPER_INIT)
     if teacher is None:
         return []
     return [
-        _against_teacher(group, teacher, f"{PAPER_INIT} (as trained)")
+        _against_teacher(group, teacher, f"{PAPER_INIT} (as trained)", counts)
         for group in groups
         if group["name"].startswith("paper-")
     ]
 
 
 def best_teacher(groups):
-    """The teacher group with the lowest valid PER, or None."""
+    """The teacher group with the lowest valid PER and its label, or
+    (None, None)."""
     teachers = [g for g in groups if g["kind"] == "teacher"]
-    return min(teachers, key=lambda g: g["valid_PER"]["mean"], default=None)
+    best = min(teachers, key=lambda g: g["valid_PER"]["mean"], default=None)
+    return best, best and f"{best['name']} (the best teacher on valid)"
 
 
 def _pool_student(name):
@@ -584,41 +700,17 @@ def _pool_student(name):
     return bool(_pool_kd(name.removesuffix("-small").removesuffix("-half")))
 
 
-def best_teacher_comparisons(groups, by_name):
+def best_teacher_comparisons(groups, by_name, counts):
     """Each KD student on the pool (any size) against the best teacher, the
     one with the lowest valid PER: can a smaller student match it?"""
-    best = best_teacher(groups)
+    best, label = best_teacher(groups)
     if best is None:
         return []
-    label = f"{best['name']} (the best teacher on valid)"
     return [
-        _against_teacher(group, best, label)
+        _against_teacher(group, best, label, counts)
         for group in groups
         if _pool_student(group["name"])
     ]
-
-
-def _compare(name, baseline, by_name, only=None):
-    """The paired bootstrap of ``name`` against ``baseline`` over their
-    common seeds (seed i with seed i; ``only``: those of these seeds), as a
-    comparison record; None when they have no seed in common."""
-    group, base = by_name[name], by_name[baseline]
-    seeds = [s for s in group["seeds"] if s in base["seeds"]]
-    if only is not None:
-        seeds = [s for s in seeds if s in only]
-    if not seeds:  # no seed in common: nothing to compare
-        return None
-    result = paired_bootstrap(
-        [run_edit_counts(r["folder"]) for r in base["runs"] if r["seed"] in seeds],
-        [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
-    )
-    return {
-        "name": name,
-        "baseline": baseline,
-        "pairs": [[s, s] for s in seeds],
-        "result": result,
-        "sentence": describe(name, baseline, result),
-    }
 
 
 def _pool_kd(name):
@@ -630,16 +722,47 @@ def _pool_kd(name):
     return None
 
 
-def self_training_comparisons(groups, by_name):
-    """Each KD student on the pool against self-training on the same audio
-    (``pseudo-<size>``): what the teachers' distributions add to the extra
-    audio with their consensus as a hard label."""
+def self_training_controls(name):
+    """The self-training runs a KD student on the pool is compared with:
+    ``pseudo-<size>`` (alpha 0 on train too) and, at 1x, ``pseudo-matched``
+    (the KD student's own labelled-row objective: the matched control)."""
+    kd = _pool_kd(name)
+    if not kd:
+        return []
+    return [f"pseudo-{kd[1]}"] + (["pseudo-matched"] if kd[1] == "1x" else [])
+
+
+NO_KD_BASELINES = ("baseline", "baseline-small", "baseline-half", "paper-labels-only")
+
+
+def baseline_comparisons(groups, by_name, counts):
+    """Every student against its same-epoch baseline and, for a student on
+    the pool, its matched-update baseline; each matched baseline against its
+    same-epoch one (what the extra updates alone give)."""
     out = []
     for group in groups:
-        kd = _pool_kd(group["name"])
-        if kd and f"pseudo-{kd[1]}" in by_name:
-            out.append(_compare(group["name"], f"pseudo-{kd[1]}", by_name))
-    return [record for record in out if record]
+        name = group["name"]
+        if group["kind"] == "teacher" or name in NO_KD_BASELINES:
+            continue
+        if name.startswith("baseline") and name.endswith("-matched"):
+            out.append(_compare(name, name.removesuffix("-matched"), by_name, counts))
+            continue
+        out.append(_compare(name, baseline_of(name), by_name, counts))
+        matched = matched_baseline_of(name)
+        if matched:
+            out.append(_compare(name, matched, by_name, counts))
+    return out
+
+
+def self_training_comparisons(groups, by_name, counts):
+    """Each KD student on the pool against self-training on the same audio:
+    what the teachers' distributions add to the extra audio with their
+    consensus as a hard label."""
+    return [
+        _compare(group["name"], control, by_name, counts)
+        for group in groups
+        for control in self_training_controls(group["name"])
+    ]
 
 
 def _mean_test_per(group, seeds):
@@ -682,37 +805,38 @@ def oracle_gaps(groups, by_name):
     return out
 
 
-def confirmations(args, by_name, groups=()):
-    """``--confirm NAME``: the configuration chosen on valid, against its
-    baseline (and self-training, for a student on the pool) on the fresh
-    seeds only (seed indices 3 and up, which took no part in choosing it),
-    then on every seed; a KD student on the pool also against the best
-    teacher on valid."""
+def confirmations(args, by_name, groups, counts):
+    """``--confirm NAME``: the configuration chosen on valid against its
+    controls (its baselines, self-training, and for a KD student on the pool
+    the best teacher on valid) on the fresh seeds alone (seed indices 3 and
+    up, which took no part in choosing it), then on every seed."""
     fresh = {STUDENT_SEED + i for i in range(3, args.seeds)}
+    best, label = best_teacher(groups)
     out = []
-    best = best_teacher(groups)
     for name in args.confirm or ():
-        if best is not None and name in by_name and _pool_student(name):
-            label = f"{best['name']} (the best teacher on valid)"
+        if name not in by_name:
+            continue
+        makers = []
+        if best is not None and _pool_student(name):
+            makers.append(
+                lambda only, n=name: _against_teacher(by_name[n], best, label,
+                                                      counts, only)
+            )  # fmt: skip
+        controls = [baseline_of(name), matched_baseline_of(name)]
+        for control in controls + self_training_controls(name):
+            if control:
+                makers.append(
+                    lambda only, n=name, c=control: _compare(
+                        n, c, by_name, counts, only
+                    )
+                )
+        for make in makers:
             for seeds, only in (("fresh seeds", fresh), ("every seed", None)):
-                record = _against_teacher(by_name[name], best, label, only)
+                record = make(only)
                 if record:
                     record["seeds"] = seeds
                     record["sentence"] = f"{seeds}: {record['sentence']}"
                     out.append(record)
-        others = [baseline_of(name)]
-        if _pool_kd(name):
-            others.append(f"pseudo-{_pool_kd(name)[1]}")
-        for other in others:
-            if name not in by_name or other not in by_name:
-                continue
-            for label, only in (("fresh seeds", fresh), ("every seed", None)):
-                record = _compare(name, other, by_name, only)
-                if record is None:
-                    continue
-                record["seeds"] = label
-                record["sentence"] = f"{label}: {record['sentence']}"
-                out.append(record)
     return out
 
 
@@ -730,41 +854,14 @@ def summarize(args, jobs, say):
         runs.append(run)
     groups = group_runs(runs)
     by_name = {group["name"]: group for group in groups}
-    comparisons = []
-    for group in groups:
-        if group["kind"] == "teacher" or group["name"] in (
-            "baseline",
-            "baseline-small",
-            "baseline-half",
-            "paper-labels-only",
-        ):
-            continue
-        baseline = by_name.get(baseline_of(group["name"]))
-        if baseline is None:  # its baseline has not finished yet
-            continue
-        seeds = [s for s in group["seeds"] if s in baseline["seeds"]]
-        result = paired_bootstrap(
-            [
-                run_edit_counts(r["folder"])
-                for r in baseline["runs"]
-                if r["seed"] in seeds
-            ],
-            [run_edit_counts(r["folder"]) for r in group["runs"] if r["seed"] in seeds],
-        )
-        comparisons.append(
-            {
-                "name": group["name"],
-                "baseline": baseline["name"],
-                "pairs": [[s, s] for s in seeds],
-                "result": result,
-                "sentence": describe(group["name"], baseline["name"], result),
-            }
-        )
-    comparisons += paper_comparisons(groups, by_name)
-    comparisons += self_training_comparisons(groups, by_name)
-    comparisons += best_teacher_comparisons(groups, by_name)
+    counts = {run_key(run): run_edit_counts(run["folder"]) for run in runs}
+    makers = (baseline_comparisons, paper_comparisons, self_training_comparisons,
+              best_teacher_comparisons)  # fmt: skip
+    comparisons = [
+        record for make in makers for record in make(groups, by_name, counts) if record
+    ]
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
-    confirmed = confirmations(args, by_name, groups)
+    confirmed = confirmations(args, by_name, groups, counts)
     if confirmed:
         sentences.append(
             f"Confirmation of {', '.join(args.confirm)}, chosen on valid before "
@@ -804,6 +901,7 @@ def summarize(args, jobs, say):
             os.path.join(folder, "results.json"),
             json.dumps(payload, indent=1, default=str) + "\n",
         )
+        write_utterances(os.path.join(folder, UTTERANCES_JSON), counts)
     say("\n".join(lines[4:-3]))
 
 
