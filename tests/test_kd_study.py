@@ -477,3 +477,52 @@ def test_summary_compares_with_the_matched_controls_and_can_be_recomputed(tmp_pa
         assert (
             describe(record["name"], record["baseline"], again) == (record["sentence"])
         )
+
+
+def test_a_later_session_continues_from_the_committed_results(tmp_path):
+    """Seeds 2000-2001 ran in an earlier session and were committed; here the
+    teacher is trained again and scores every test utterance the same, so
+    those runs are taken from the committed files, seed 2002 is run, and the
+    summary compares all three seeds. A teacher that scores differently
+    stops the continuation with the reason."""
+    earlier, here = tmp_path / "earlier", tmp_path / "here"
+    for study, seeds in ((earlier, (0, 1)), (here, (2,))):
+        make_run(study / "teachers" / "tea0", name="tea0", seed=1000, edits=[3] * 10)
+        for config, edits in (("baseline-matched", 6), ("weighted-1x", 4)):
+            for i in seeds:
+                make_run(study / "students" / config / f"seed{i}",
+                         name=f"student-{config}", seed=2000 + i,
+                         kd=config == "weighted-1x",
+                         edits=[edits + i % 2] * 10)  # fmt: skip
+    committed_folder = tmp_path / "committed"
+    args, jobs = plan(earlier, "--groups", "unlabelled", "--seeds", "2", "--models",
+                      "baseline-matched", "weighted-1x", "--docs_folder",
+                      str(committed_folder))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    args, jobs = plan(here, "--groups", "unlabelled", "--seeds", "3", "--models",
+                      "baseline-matched", "weighted-1x", "--docs_folder",
+                      str(tmp_path / "docs"), "--continue_from",
+                      str(committed_folder))  # fmt: skip
+    committed = kd_study.Committed.read(str(committed_folder))
+    assert sorted(committed.runs) == [
+        "baseline-matched@2000", "baseline-matched@2001", "tea0@1000",
+        "weighted-1x@2000", "weighted-1x@2001",
+    ]  # fmt: skip
+    teachers = [job for job in jobs if kd_study.is_teacher_job(job)]
+    committed.check_teachers([j for j in teachers if j.name == "tea0"])
+    to_run = [job.name for job in jobs if kd_study.job_key(job) not in committed.runs]
+    assert "weighted-1x/seed2" in to_run and "weighted-1x/seed1" not in to_run
+    kd_study.summarize(args, jobs, lambda text: None, committed)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {(c["name"], c["baseline"]): c for c in result["comparisons"]}
+    line = compared[("weighted-1x", "baseline-matched")]
+    assert line["pairs"] == [[2000, 2000], [2001, 2001], [2002, 2002]]
+    assert line["result"]["difference"] == pytest.approx(-10.0)
+    # Another machine's teacher: one utterance scored differently.
+    make_run(tmp_path / "other" / "teachers" / "tea0", name="tea0", seed=1000,
+             edits=[3] * 9 + [4])  # fmt: skip
+    _, other_jobs = plan(tmp_path / "other", "--groups", "unlabelled",
+                         "--models", "weighted-1x")  # fmt: skip
+    other = [j for j in other_jobs if j.name == "tea0"]
+    with pytest.raises(kd_study.run_demo.RecipeError, match="does not score the test"):
+        committed.check_teachers(other)

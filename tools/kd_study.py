@@ -65,6 +65,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -84,6 +86,7 @@ from mtkd_tools.significance import (  # noqa: E402
     UTTERANCES_JSON,
     describe,
     paired_bootstrap,
+    read_utterances,
     run_edit_counts,
     write_utterances,
 )
@@ -508,6 +511,13 @@ def parse_args(argv):
         "their baseline on the fresh seeds alone (seed indices 3 and up) and on "
         "every seed",
     )  # fmt: skip
+    parser.add_argument(
+        "--continue_from", metavar="FOLDER",
+        help="a results folder of this study committed by an earlier session "
+        "(results.json, utterances.json): its runs are not run again, once the "
+        "teachers trained here are shown to score the test set exactly as its "
+        "teachers; the tables hold both",
+    )  # fmt: skip
     parser.add_argument("--plan", action="store_true", help="list runs and exit")
     parser.add_argument(
         "--summarize", action="store_true", help="only write the tables"
@@ -538,14 +548,91 @@ def main(argv=None):
             state = "done" if job.is_done() else "to run"
             say(f"{state:7s} {job.name}: $ {job.command}")
         return
+    committed = Committed.read(args.continue_from) if args.continue_from else None
     if not args.summarize:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         t0 = time.time()
-        say(f"{len(jobs)} runs, {args.jobs} at a time, {threads} thread(s) each")
-        Scheduler(jobs, args.jobs, env, say).run()
+        to_run = jobs
+        if committed:
+            # The teachers first: the committed students count only if the
+            # teachers trained here are the ones they learnt from.
+            teachers = [job for job in jobs if is_teacher_job(job)]
+            say(f"{len(teachers)} teachers first, to check them against "
+                f"{args.continue_from}")  # fmt: skip
+            Scheduler(teachers, args.jobs, env, say).run()
+            committed.check_teachers(teachers)
+            to_run = [job for job in jobs if job_key(job) not in committed.runs]
+            say(f"{len(jobs) - len(to_run)} runs taken from {args.continue_from}")
+        say(f"{len(to_run)} runs, {args.jobs} at a time, {threads} thread(s) each")
+        Scheduler(to_run, args.jobs, env, say).run()
         say(f"all runs done in {(time.time() - t0) / 60:.1f} min")
-    summarize(args, jobs, say)
+    summarize(args, jobs, say, committed)
+
+
+def is_teacher_job(job):
+    return f"{os.sep}teachers{os.sep}" in job.folder + os.sep
+
+
+def job_key(job):
+    """A student job's key in the committed results (``weighted-1x@2003`` for
+    ``weighted-1x/seed3``), or None for teachers and stores."""
+    name, _, index = job.name.partition("/seed")
+    return f"{name}@{STUDENT_SEED + int(index)}" if index.isdigit() else None
+
+
+class Committed:
+    """The runs of this study committed by an earlier session: a results
+    folder's ``results.json`` (``runs``: every figure) and ``utterances.json``
+    (per-utterance edit counts). A later session continues the study from
+    them instead of running every seed again, once ``check_teachers`` has
+    shown that its teachers are the ones those students learnt from."""
+
+    def __init__(self, folder, runs, counts):
+        self.folder, self.runs, self.counts = folder, runs, counts
+
+    @classmethod
+    def read(cls, folder):
+        path = os.path.join(folder, "results.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                results = json.load(f)
+        except (OSError, ValueError) as err:
+            raise run_demo.RecipeError(
+                f"--continue_from {folder}: cannot read {path} ({err}). Give "
+                "the folder of a committed RESULTS.md, results.json and "
+                "utterances.json written by this tool."
+            ) from None
+        counts = read_utterances(os.path.join(folder, UTTERANCES_JSON))
+        runs = {run_key(r): r for r in results["runs"] if run_key(r) in counts}
+        return cls(folder, runs, counts)
+
+    def check_teachers(self, teacher_jobs):
+        """Stops unless every teacher trained here scores every test utterance
+        with exactly the committed teacher's edit counts."""
+        for job in teacher_jobs:
+            run = read_run(job.folder)
+            key = f"{job.name}@{run['seed']}"
+            if key not in self.counts:
+                raise run_demo.RecipeError(
+                    f"--continue_from {self.folder} has no run of teacher {key}: "
+                    "it is another study. Run this one in its own --output_folder "
+                    "without --continue_from."
+                )
+            here = run_edit_counts(job.folder)
+            there = self.counts[key]
+            same = here["ids"] == there["ids"] and np.array_equal(
+                here["edits"], there["edits"]
+            )
+            if not same:
+                raise run_demo.RecipeError(
+                    f"teacher {job.name} trained here ({job.folder}) does not score "
+                    f"the test set as the one of {self.folder} (test PER "
+                    f"{run['test_PER']:.2f} here): another machine's arithmetic "
+                    "gives other teachers, and students of other teachers do "
+                    "not belong in one comparison. Run every seed here: drop "
+                    "--continue_from (and keep the committed results apart)."
+                )
 
 
 def baseline_of(name):
@@ -840,21 +927,27 @@ def confirmations(args, by_name, groups, counts):
     return out
 
 
-def summarize(args, jobs, say):
+def summarize(args, jobs, say, committed=None):
     """RESULTS.md, results.json and valid_per.png of the finished runs, in the
     output folder and in ``--docs_folder``: teachers, then every configuration
     (mean ± std over seeds), and each distilled configuration against its
     baseline with the paired bootstrap, seed i paired with seed i."""
-    runs = []
+    runs, counts = [], {}
     for job in jobs:
-        if job.name.startswith("store-") or not job.is_done():
+        if job.name.startswith("store-"):
             continue
-        run = read_run(job.folder)
-        run["name"] = job.name.split("/")[0]  # the configuration, not the strategy
+        if job.is_done():
+            run = read_run(job.folder)
+            run["name"] = job.name.split("/")[0]  # the configuration, not strategy
+            counts[run_key(run)] = run_edit_counts(run["folder"])
+        elif committed and job_key(job) in committed.runs:  # an earlier session's
+            run = committed.runs[job_key(job)]
+            counts[run_key(run)] = committed.counts[run_key(run)]
+        else:
+            continue
         runs.append(run)
     groups = group_runs(runs)
     by_name = {group["name"]: group for group in groups}
-    counts = {run_key(run): run_edit_counts(run["folder"]) for run in runs}
     makers = (baseline_comparisons, paper_comparisons, self_training_comparisons,
               best_teacher_comparisons)  # fmt: skip
     comparisons = [
@@ -868,7 +961,9 @@ def summarize(args, jobs, say):
             "its fresh seeds were run:"
         )
         sentences += [record["sentence"] for record in confirmed]
-    done, total = sum(job.is_done() for job in jobs), len(jobs)
+    taken = committed.runs if committed else {}
+    done = sum(job.is_done() or job_key(job) in taken for job in jobs)
+    total = len(jobs)
     lines = [
         "# Distillation study: results",
         "",
