@@ -4,6 +4,7 @@
     python bench/kd_step.py                  # full run, N = 1, 10, 100 teachers
     python bench/kd_step.py --quick          # smoke test (N = 1, 10), < 1 minute
     python bench/kd_step.py --threads 2 --json /tmp/kd_step.json
+    python bench/kd_step.py --device cuda --teachers 10   # on a GPU
 
 Goal of the project: a KD step costs at most 1.05x the supervised step with
 N = 10 teachers and at most 1.5x with N = 100 (CPU-sized student, batch of 8).
@@ -58,6 +59,10 @@ Threads: ``--threads`` (default 1) sets ``torch.set_num_threads``. On a shared
 2-core machine two intra-op threads help only while the other core is idle
 (then the step and the KD parts both got ~1.6x faster, the ratio stayed) and
 make the timings erratic when it is not: one thread is the stable setting.
+
+Device: ``--device`` (default cpu; ``cuda`` or ``cuda:N`` on a GPU, where the
+step times include waiting for the GPU: ``fit_batch`` returns the loss on the
+CPU, and the KD parts timed alone synchronise before reading the clock).
 
 Output: a markdown table on stdout and a JSON file (``--json``, default
 ``bench/kd_step.json``). Importable: ``run(**options) -> dict`` (options as
@@ -168,6 +173,7 @@ DEFAULTS = {
     "json_path": DEFAULT_JSON,
     "workdir": None,  # default: a temporary folder, removed at the end
     "quiet": False,
+    "device": "cpu",  # or cuda, cuda:N
     **STUDENT_SIZES,
 }
 QUICK = {
@@ -377,15 +383,16 @@ def load_student_hparams(workdir, options):
     return load_hparams(argv).hparams
 
 
-def make_brains(hp):
-    """An ASRBrain and a KDBrain on the same modules, ready for fit_batch."""
+def make_brains(hp, device="cpu"):
+    """An ASRBrain and a KDBrain on the same modules, on ``device``, ready for
+    fit_batch."""
     brains = []
     for cls in (ASRBrain, KDBrain):
         brain = cls(
             modules=hp["modules"],
             opt_class=hp["opt_class"],
             hparams=hp,
-            run_opts={"device": "cpu"},
+            run_opts={"device": device},
             checkpointer=None,
         )
         brain.on_fit_start()
@@ -539,11 +546,19 @@ def summarise_pairs(record):
 # Where the KD time goes
 
 
+def synchronize():
+    """Waits for the GPU's queued work (nothing to wait for on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed_median(fn, repeats):
     times = []
     for _ in range(repeats + 1):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         times.append(time.perf_counter() - start)
     return median_ms(times[1:])
 
@@ -677,6 +692,11 @@ def run(**options):
             shutil.rmtree(workdir, ignore_errors=True)
     result["machine"] = machine_before
     result["machine"]["load_average_after"] = machine()["load_average"]
+    result["machine"]["device"] = opt["device"]
+    if opt["device"].startswith("cuda"):
+        result["machine"]["device_name"] = torch.cuda.get_device_name(
+            torch.device(opt["device"])
+        )
     result["seconds"] = time.time() - started
     if opt["json_path"]:
         folder = os.path.dirname(os.path.abspath(opt["json_path"]))
@@ -703,7 +723,7 @@ def _run(opt, workdir):
     sup_data = make_dataset(manifest_path, label_encoder)
     sup_batches = make_batches(sup_data, batch_ids, PaddedBatch)
     n_params = sum(p.numel() for p in hp["model"].parameters() if p.requires_grad)
-    sup, kd = make_brains(hp)
+    sup, kd = make_brains(hp, opt["device"])
 
     stores, configs, reading = {}, [], {}
     for n in opt["teachers"]:
@@ -922,6 +942,7 @@ def parse_args(argv):
     parser.add_argument("--json", dest="json_path", help=f"default {DEFAULT_JSON}")
     parser.add_argument("--workdir", help="keep the corpus and stores here")
     parser.add_argument("--quiet", action="store_true", default=None)
+    parser.add_argument("--device", help="cpu (default), cuda or cuda:N")
     group = parser.add_argument_group("student sizes (the demo's by default)")
     for key, value in STUDENT_SIZES.items():
         if isinstance(value, list):
