@@ -253,14 +253,10 @@ def test_the_mixed_preset_gives_every_split_both_synthesisers():
 # The corpora
 
 
-@pytest.fixture(scope="module")
-def mixed_corpus(tmp_path_factory):
+@pytest.fixture
+def mixed_corpus(mini_mixed_corpus):
     """The tiny mixed corpus (seed 7, as the session's eSpeak NG corpus)."""
-    if FLITE_MISSING:
-        pytest.skip(f"Flite is not installed: {FLITE_MISSING}")
-    out = tmp_path_factory.mktemp("mixed") / "TIMIT"
-    make_mini_timit(str(out), seed=7, preset="tiny_mixed")
-    return str(out)
+    return mini_mixed_corpus
 
 
 def families_of(corpus):
