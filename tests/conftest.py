@@ -1,6 +1,7 @@
 """Shared pytest setup: import paths, and session fixtures that cost time to make.
 
-``mini_corpus``: a tiny mini-TIMIT corpus (eSpeak NG speech in TIMIT's layout).
+``mini_corpus``: a tiny mini-TIMIT corpus (eSpeak NG speech in TIMIT's layout);
+``mini_mixed_corpus``: the same speakers, half of them spoken by Flite.
 ``tiny_teachers``: two teachers trained one epoch at test size on it (different
 architectures: tea0 and tea3), as a user would run them, in subprocesses.
 """
@@ -59,6 +60,22 @@ def mini_corpus(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("mini") / "TIMIT"
     make_mini_timit(str(out), seed=7, preset="tiny")
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def mini_mixed_corpus(tmp_path_factory):
+    """Path of the tiny mixed corpus (seed 7: the session corpus's speakers,
+    half of every split spoken by Flite); skipped, with the reason, where
+    Flite is not installed."""
+    from tools.mini_timit import make_mini_timit
+    from tools.mini_timit.flite import flite_missing
+
+    missing = flite_missing()
+    if missing:
+        pytest.skip(f"Flite is not installed: {missing}")
+    out = tmp_path_factory.mktemp("mixed") / "TIMIT"
+    make_mini_timit(str(out), seed=7, preset="tiny_mixed")
     return str(out)
 
 

@@ -403,7 +403,11 @@ def test_worker_errors_come_back():
 
     from tools.mini_timit.corpus import _run_in_fresh_process
 
-    job = ("en-xx-nowhere", "en-us", 50, 50, [("Hello.", 170, 1, 0.1, 0.1, [1])])
+    job = {
+        "synthesiser": "espeak", "voice": "en-xx-nowhere", "accent": "en-us",
+        "pitch": 50, "pitch_range": 50,
+        "utterances": [("Hello.", 170, 1, 0.1, 0.1, [1])],
+    }  # fmt: skip
     with pytest.raises(MiniTimitError, match="no voice"):
         _run_in_fresh_process(job)
     err = pickle.loads(pickle.dumps(UnmappedPhonemeError("Q9", "en")))

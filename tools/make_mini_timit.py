@@ -1,4 +1,4 @@
-"""Makes a mini corpus in TIMIT's exact layout from eSpeak NG speech.
+"""Makes a mini corpus in TIMIT's exact layout from eSpeak NG or Flite speech.
 
 The corpus stands in for the licensed TIMIT (LDC93S1) in the tests and the demo;
 ``timit_prepare.py`` prepares it unchanged. See ``tools/mini_timit/``.
@@ -10,6 +10,13 @@ Usage (from the repo root)::
     python tools/make_mini_timit.py data/mini --train_speakers 96   # override
     python tools/make_mini_timit.py data/mini_timit --preset demo_core \
         --pool_speakers 96      # + POOL/: unlabelled audio, twice the training's
+    python tools/make_mini_timit.py data/mini_flite --preset demo_core \
+        --synthesiser flite     # every speaker Flite's (apt-get install flite)
+    python tools/make_mini_timit.py data/mini_mixed --preset demo_core_mixed
+                                # half the speakers of every split each
+
+--synthesiser: espeak (eSpeak NG, the default), flite (Flite: CMU's voices awb,
+kal16, rms, slt; the Debian package flite) or both. A _mixed preset is both.
 
 Running it again with the same options on a finished corpus does nothing; with
 other options it stops and asks you to delete the folder or pick another one.
@@ -25,6 +32,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tools.mini_timit import PRESETS, MiniTimitError, make_mini_timit  # noqa: E402
+from tools.mini_timit.corpus import SYNTHESISERS  # noqa: E402
 from tools.mini_timit.pool import make_mini_pool  # noqa: E402
 
 
@@ -43,6 +51,7 @@ def main(argv=None):
         + "; ".join(
             f"{name}: {p['train_speakers']} train, {p['dev_speakers']} dev, "
             f"{p['test_speakers']} test"
+            + (" speakers, both synthesisers" if p.get("synthesiser") else "")
             for name, p in sorted(PRESETS.items())
         )
         + " (default: demo)",
@@ -70,6 +79,17 @@ def main(argv=None):
         help="sentences per pool speaker (default: 8)",
     )  # fmt: skip
     parser.add_argument(
+        "--synthesiser", metavar="{espeak,flite,both}", default=None,
+        help="who speaks: espeak (eSpeak NG), flite (Flite, the Debian package "
+        "flite) or both (half the speakers of every split each); default: the "
+        "preset's (both for a _mixed preset), else espeak",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flite_voices", nargs="+", metavar="VOICE", default=None,
+        help="the Flite voices speakers are given (default: all of awb kal16 "
+        "rms slt; slt is the female one)",
+    )  # fmt: skip
+    parser.add_argument(
         "--quiet", action="store_true", help="no per-speaker progress log"
     )
     args = parser.parse_args(argv)
@@ -89,6 +109,8 @@ def main(argv=None):
             sx_per_speaker=args.sx_per_speaker,
             si_per_speaker=args.si_per_speaker,
             num_workers=args.num_workers,
+            synthesiser=args.synthesiser,
+            flite_voices=args.flite_voices,
         )
         pool = None
         if args.pool_speakers:
@@ -97,7 +119,7 @@ def main(argv=None):
                 args.num_workers,
             )  # fmt: skip
     except MiniTimitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"ERROR: {e}", file=sys.stderr)
         return 1
     for name, folder in summary["folders"].items():
         print(
@@ -112,6 +134,17 @@ def main(argv=None):
             for role, d in splits.items()
         )
     )
+    voices = summary.get("synthesisers") or {"espeak": None}
+    if set(voices) != {"espeak"}:
+        print(
+            "voices: "
+            + "; ".join(
+                f"{SYNTHESISERS[name]} "
+                + ", ".join(f"{role} {n}" for role, n in by_role.items())
+                for name, by_role in voices.items()
+            )
+            + " speakers"
+        )
     state = "already there, reused" if summary["reused"] else "made"
     print(
         f"{summary['out_dir']}: {summary['total_hours']:.3f} h of audio, "

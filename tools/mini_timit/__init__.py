@@ -1,4 +1,4 @@
-"""A mini corpus in TIMIT's exact layout, spoken by eSpeak NG.
+"""A mini corpus in TIMIT's exact layout, spoken by eSpeak NG and/or Flite.
 
 The recipe's tests and demo must run without the licensed TIMIT corpus (LDC93S1).
 ``make_mini_timit(out_dir)`` writes a small corpus that the TIMIT preparation code
@@ -16,6 +16,15 @@ Speech
     ``+m1``.. for ``M``) and its own pitch, pitch range and rate, and every
     utterance gets a mildly different rate and a white or pink noise at a
     random SNR of 15-30 dB.
+Flite (``synthesiser="flite"`` or ``"both"``)
+    CMU's Festival-lite through ctypes (``flite.py``; the Debian package
+    ``flite``): voices awb, kal16, rms (men) and slt (a woman), each speaker
+    with its own duration stretch and, where the voice follows it, mean pitch.
+    Flite's utterance gives each phone's end time and word, its CMU phones
+    map one to one onto TIMIT's symbols (``phones_for_flite``), and the
+    stops get their closures from the silence at the start of their segment.
+    ``both`` gives half of each split's speakers (and of each sex) to Flite;
+    the others are the eSpeak NG corpus's own speakers, byte for byte.
 Labels
     eSpeak's phoneme mnemonics are mapped to TIMIT's 61 symbols
     (``phones_for_mnemonic``): stress marks are stripped, each accent's own
@@ -37,11 +46,12 @@ complete; the options and a summary are kept in ``OUT/MINI_TIMIT.json`` (TIMIT
 tools ignore extra top-level files), and a later call with the same options
 returns at once.
 
-    errors.py     MiniTimitError, UnmappedPhonemeError
+    errors.py     MiniTimitError, UnmappedPhonemeError, UnmappedFlitePhoneError
     phones.py     eSpeak mnemonics -> TIMIT symbols
     sentences.py  the sentence generator
     espeak.py     eSpeak NG through ctypes (``synthesize``)
-    align.py      eSpeak's events -> .PHN segments and .WRD words
+    flite.py      Flite through ctypes (``synthesize``, ``check_text``)
+    align.py      a synthesiser's events -> .PHN segments and .WRD words
     audio.py      resampling, noise, SPHERE writing (reading: timit_prepare)
     corpus.py     plan, one fresh process per speaker, ``make_mini_timit``
 """
@@ -57,13 +67,15 @@ from tools.mini_timit.corpus import (
     MARKER_FILENAME,
     PRESETS,
     SA_SENTENCES,
+    SYNTHESISERS,
     TIMIT_61_PHONES,
+    VOICE_FAMILIES,
     existing_corpus,
     make_mini_timit,
 )
 from tools.mini_timit.errors import MiniTimitError, UnmappedPhonemeError
 from tools.mini_timit.espeak import synthesize
-from tools.mini_timit.phones import phones_for_mnemonic
+from tools.mini_timit.phones import phones_for_flite, phones_for_mnemonic
 from tools.mini_timit.sentences import SentenceGenerator, sentence_words
 
 __all__ = [
@@ -75,13 +87,16 @@ __all__ = [
     "PRESETS",
     "SA_SENTENCES",
     "SAMPLE_RATE",
+    "SYNTHESISERS",
     "TIMIT_61_PHONES",
+    "VOICE_FAMILIES",
     "MiniTimitError",
     "SentenceGenerator",
     "UnmappedPhonemeError",
     "align",
     "existing_corpus",
     "make_mini_timit",
+    "phones_for_flite",
     "phones_for_mnemonic",
     "read_sphere",
     "sentence_words",

@@ -1,4 +1,4 @@
-"""Alignment: eSpeak's phoneme events -> TIMIT segments and words."""
+"""Alignment: a synthesiser's phoneme events -> TIMIT segments and words."""
 
 from __future__ import annotations
 
@@ -40,8 +40,17 @@ def _trailing_silence(audio, start, end, threshold, frame):
     return end - pos
 
 
-def align(audio, sample_rate, events, text, accent, count_phonemes=None):
-    """Turns eSpeak's events into TIMIT segments and word spans.
+def align(
+    audio,
+    sample_rate,
+    events,
+    text,
+    accent,
+    count_phonemes=None,
+    phone_map=phones_for_mnemonic,
+    closure_in_stop=False,
+):
+    """Turns eSpeak's (or Flite's) events into TIMIT segments and word spans.
 
     Arguments
     ---------
@@ -60,6 +69,16 @@ def align(audio, sample_rate, events, text, accent, count_phonemes=None):
         alone; used to share out the phonemes of words that eSpeak says as one
         (its dictionary joins "in the", "for the", "that a"). None counts
         half a phoneme per letter.
+    phone_map : callable
+        ``phone_map(name, accent) -> tuple of TIMIT symbols``:
+        ``phones_for_mnemonic`` for eSpeak, ``phones_for_flite`` for Flite.
+    closure_in_stop : bool
+        Where a stop's closure is. False (eSpeak): in the silence before the
+        stop's event (the end of a pause, of ``h#`` or of the phone before),
+        else the first 60 % of the stop. True (Flite, whose stop segment
+        starts with its closure): the stop's own segment up to the end of its
+        last silent stretch, keeping a release of at least 20 % (8 ms), else
+        its first 60 %.
 
     Returns
     -------
@@ -96,7 +115,7 @@ def align(audio, sample_rate, events, text, accent, count_phonemes=None):
             if token is not None:
                 anchor = token
             continue
-        symbols = phones_for_mnemonic(payload, accent)
+        symbols = phone_map(payload, accent)
         if symbols:
             phones.append([sample, symbols, None if symbols == ("pau",) else anchor])
     _split_merged_words(phones, [text[a:b] for a, b in spans], count_phonemes)
@@ -142,7 +161,13 @@ def align(audio, sample_rate, events, text, accent, count_phonemes=None):
             continue
         prev = out[-1] if out else None
         cut = None
-        if prev is not None and prev[2] in ("h#", "pau"):
+        if closure_in_stop:
+            cut = _silence_end(audio, start, end, threshold, frame, min_closure)
+            if cut is not None:
+                out.append([start, cut, closure, w])
+                out.append([cut, end, sym, w])
+                continue
+        elif prev is not None and prev[2] in ("h#", "pau"):
             # carve the closure from the end of the silence before the stop
             length = min(int(0.05 * sample_rate), (prev[1] - prev[0]) // 2)
             if length >= min_closure:
@@ -176,6 +201,25 @@ def align(audio, sample_rate, events, text, accent, count_phonemes=None):
             )
         words.append((idx[0], idx[-1]))
     return [[s[0], s[1], s[2]] for s in segs], words
+
+
+def _silence_end(audio, start, end, threshold, frame, min_closure):
+    """Where the release of a stop starts when its segment ``[start, end)``
+    begins with its closure: the end of the last run of silent frames (at
+    least ``min_closure`` samples) that leaves the release 20 % of the
+    segment and at least 8 ms; None when there is no such run."""
+    keep = max(int(0.2 * (end - start)), 8 * frame)
+    n = (end - keep - start) // frame
+    if n <= 0:
+        return None
+    chunk = audio[start : start + n * frame].astype(np.float64).reshape(n, frame)
+    silent = np.sqrt(np.mean(chunk**2, axis=1)) < threshold
+    run_end, run = None, 0
+    for k in range(n):
+        run = run + 1 if silent[k] else 0
+        if run * frame >= min_closure:
+            run_end = k + 1
+    return None if run_end is None else start + run_end * frame
 
 
 def _split_merged_words(phones, words, count_phonemes):

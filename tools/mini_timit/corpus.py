@@ -1,5 +1,5 @@
-"""The corpus: plan (speakers, sentences), synthesis per speaker in a fresh
-process, and the files in TIMIT's layout."""
+"""The corpus: plan (speakers, sentences, synthesiser and voice), synthesis per
+speaker in a fresh process, and the files in TIMIT's layout."""
 
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from timit_prepare import (
     TEST_SPEAKERS,
     TIMIT_61_PHONES,
 )
+from tools.mini_timit import flite
 from tools.mini_timit.align import _enforce_min_length, align
 from tools.mini_timit.audio import SAMPLE_RATE, _noise, _resample, write_sphere
 from tools.mini_timit.errors import MiniTimitError
 from tools.mini_timit.espeak import _get_espeak, synthesize
+from tools.mini_timit.phones import phones_for_flite
 from tools.mini_timit.sentences import SentenceGenerator, sentence_words
 
 logger = logging.getLogger(__name__)
@@ -81,11 +83,41 @@ MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "Andy", "Lee")
 # that a 10 % relative PER difference can come out significant; its training
 # speakers and their audio are the same as "demo"'s (same seed: the train
 # speakers are planned and numbered first).
+# A "_mixed" preset is the preset of its name voiced by both synthesisers
+# (``synthesiser`` "both"): the same speakers, sentences and noise, half of
+# each split's speakers (and of each sex) spoken by Flite.
 PRESETS = {
     "tiny": {"train_speakers": 6, "dev_speakers": 2, "test_speakers": 2},
     "demo": {"train_speakers": 48, "dev_speakers": 4, "test_speakers": 4},
     "demo_core": {"train_speakers": 48, "dev_speakers": 16, "test_speakers": 24},
+    "tiny_mixed": {
+        "train_speakers": 6, "dev_speakers": 2, "test_speakers": 2,
+        "synthesiser": "both",
+    },
+    "demo_core_mixed": {
+        "train_speakers": 48, "dev_speakers": 16, "test_speakers": 24,
+        "synthesiser": "both",
+    },
+}  # fmt: skip
+
+# The synthesisers a corpus is spoken by (``synthesiser``): eSpeak NG, Flite,
+# or both (half the speakers of every split each).
+SYNTHESISERS = {
+    "espeak": "eSpeak NG",
+    "flite": "Flite",
+    "both": "eSpeak NG and Flite",
 }
+VOICE_FAMILIES = ("espeak", "flite")  # a speaker's synthesiser
+DEFAULT_FLITE_VOICES = tuple(sorted(flite.FLITE_VOICES))
+# numpy streams of the synthesiser choice (which speaker of a split is spoken
+# by Flite), a Flite speaker's voice, rate and pitch, and its utterances'
+# rates; the corpus's other streams are 0-3, the pool's 10-13.
+_CORPUS_VOICE_STREAMS = (4, 5, 6)
+# A Flite speaker's duration stretch and mean pitch (Hz, for the voices that
+# follow it), and each utterance's stretch relative to its speaker's.
+_FLITE_STRETCH = (0.85, 1.2)
+_FLITE_F0 = {"F": (150.0, 230.0), "M": (85.0, 140.0)}
+_FLITE_UTTERANCE_STRETCH = (0.93, 1.07)
 
 # The two dialect sentences every TIMIT speaker reads.
 SA_SENTENCES = (
@@ -118,6 +150,17 @@ class _Speaker:
     pitch_range: int
     rate: float
     utterances: list = field(default_factory=list)  # of _Utterance
+    synthesiser: str = "espeak"  # or "flite"
+    flite_voice: str = ""  # Flite speakers: awb, kal16, rms or slt
+    f0: float | None = None  # Flite: mean pitch in Hz (None: the voice's own)
+    stretch: float = 1.0  # Flite: duration stretch
+
+    @property
+    def voice(self):
+        """The voice as the synthesiser names it: ``en-us+f2``, ``slt``."""
+        if self.synthesiser == "flite":
+            return self.flite_voice
+        return f"{self.accent}+{self.variant}"
 
 
 @dataclass
@@ -128,6 +171,7 @@ class _Utterance:
     espeak_seed: int = 0
     lead_s: float = 0.0  # silence before and after the speech
     trail_s: float = 0.0
+    stretch: float = 1.0  # Flite: duration stretch of this utterance
 
 
 def _resolve_counts(preset, train_speakers, dev_speakers, test_speakers):
@@ -135,7 +179,7 @@ def _resolve_counts(preset, train_speakers, dev_speakers, test_speakers):
         raise MiniTimitError(
             f"preset={preset!r} is not known; use one of {', '.join(PRESETS)}"
         )
-    counts = dict(PRESETS[preset])
+    counts = {k: v for k, v in PRESETS[preset].items() if k != "synthesiser"}
     for key, value in (
         ("train_speakers", train_speakers),
         ("dev_speakers", dev_speakers),
@@ -261,6 +305,101 @@ def _plan(seed, counts, sx_per_speaker, si_per_speaker):
     return speakers
 
 
+def resolve_synthesiser(preset, synthesiser, flite_voices):
+    """(synthesiser, Flite voices) of a corpus: ``synthesiser`` or the
+    preset's (else eSpeak NG); the voices sorted, the four by default.
+
+    Raises MiniTimitError for a synthesiser that is neither, one that
+    contradicts a mixed preset, or a voice Flite does not have."""
+    own = PRESETS.get(preset, {}).get("synthesiser")
+    if synthesiser is None:
+        synthesiser = own or "espeak"
+    if synthesiser not in SYNTHESISERS:
+        raise MiniTimitError(
+            f"synthesiser {synthesiser!r} is not known: use espeak (eSpeak NG), "
+            "flite (Flite) or both (half the speakers of every split each)"
+        )
+    if own and synthesiser != own:
+        plain = preset.removesuffix("_mixed")
+        raise MiniTimitError(
+            f"preset {preset!r} is spoken by both synthesisers, not "
+            f"{synthesiser!r}: leave out --synthesiser, or use preset {plain!r} "
+            f"with --synthesiser {synthesiser}"
+        )
+    voices = DEFAULT_FLITE_VOICES if flite_voices is None else flite_voices
+    if isinstance(voices, str):
+        voices = [voices]
+    flite.check_voices(voices, "--flite_voices")
+    return synthesiser, tuple(sorted(set(voices)))
+
+
+def _assign_voices(speakers, seed, synthesiser, flite_voices, streams):
+    """Decides which speakers Flite speaks, and their voices; eSpeak NG
+    speakers are left as planned (so a mixed corpus's eSpeak NG speakers are
+    those of the eSpeak NG corpus, byte for byte).
+
+    ``both``: in each split (role), the speakers ordered by sex, then at
+    random within a sex, take eSpeak NG and Flite in turn, so that every
+    split with two speakers or more has both and each sex is split half and
+    half. A Flite speaker gets a voice of its sex (slt for women; awb, kal16
+    or rms for men; any of ``flite_voices`` when none is of its sex), a
+    duration stretch and, where the voice follows it, a mean pitch; each
+    utterance a stretch around its speaker's. ``streams``: the numpy streams
+    of the choice, the voices and the utterances."""
+    if synthesiser == "espeak":
+        return speakers
+    choice_stream, voice_stream, utterance_stream = streams
+    if synthesiser == "flite":
+        chosen = set(range(len(speakers)))
+    else:
+        rng = np.random.default_rng([seed, choice_stream])
+        chosen = set()
+        for role in dict.fromkeys(s.role for s in speakers):
+            order = []
+            for sex in ("F", "M"):
+                members = [
+                    i for i, s in enumerate(speakers) if s.role == role and s.sex == sex
+                ]
+                order += [members[j] for j in rng.permutation(len(members))]
+            chosen |= set(order[1::2])
+    for i in sorted(chosen):
+        spk = speakers[i]
+        rng = np.random.default_rng([seed, voice_stream, i])
+        voices = [v for v in flite_voices if flite.FLITE_VOICES[v] == spk.sex]
+        voices = voices or list(flite_voices)
+        spk.synthesiser = "flite"
+        spk.flite_voice = voices[int(rng.integers(len(voices)))]
+        spk.stretch = round(float(rng.uniform(*_FLITE_STRETCH)), 4)
+        f0 = round(float(rng.uniform(*_FLITE_F0[spk.sex])), 1)
+        spk.f0 = f0 if spk.flite_voice in flite.F0_VOICES else None
+        urng = np.random.default_rng([seed, utterance_stream, i])
+        for utt in spk.utterances:
+            utt.stretch = round(
+                spk.stretch * float(urng.uniform(*_FLITE_UTTERANCE_STRETCH)), 4
+            )
+    return speakers
+
+
+def _check_flite(speakers):
+    """Before anything is written: Flite and its voices are there, and it can
+    phonetise every text its speakers read."""
+    needed = sorted({s.flite_voice for s in speakers if s.synthesiser == "flite"})
+    if not needed:
+        return
+    reason = flite.flite_missing(needed)
+    if reason:
+        raise MiniTimitError(f"a corpus with Flite speakers needs Flite: {reason}")
+    for spk in speakers:
+        if spk.synthesiser == "flite":
+            for utt in spk.utterances:
+                try:
+                    flite.check_text(utt.text)
+                except MiniTimitError as err:
+                    raise MiniTimitError(
+                        f"speaker {spk.spk_id}, {utt.stem}: {err}"
+                    ) from None
+
+
 # ---------------------------------------------------------------------------
 # Synthesis of one speaker (runs in a fresh process)
 
@@ -272,11 +411,15 @@ def _synth_speaker(job):
     eSpeak's carried-over state is the same on every run (see the module
     doc). Each utterance is padded with the silences of its ``h#`` segments
     before it is aligned, then resampled to 16 kHz with noise added
-    (``_render``).
+    (``_render``). ``job``: ``{"synthesiser": "espeak" or "flite", "voice",
+    ..., "utterances": [...]}`` (``_speaker_job``).
 
     Returns a list of (int16 samples, segments, word spans), one per utterance.
     """
-    voice, accent, pitch, prange, utterances = job
+    if job["synthesiser"] == "flite":
+        return _synth_flite_speaker(job)
+    voice, accent = job["voice"], job["accent"]
+    pitch, prange, utterances = job["pitch"], job["pitch_range"], job["utterances"]
     engine = _get_espeak()
 
     def counter(word):
@@ -294,6 +437,29 @@ def _synth_speaker(job):
         segments, words = align(
             padded, sr, events, text, accent, count_phonemes=counter
         )
+        rng = np.random.default_rng(render_seed)
+        out.append(_render((padded, sr, segments, words), rng))
+    return out
+
+
+def _synth_flite_speaker(job):
+    """``_synth_speaker`` for a Flite speaker. Flite begins and ends an
+    utterance with a pause of its own (about 0.2 s), so the planned silences
+    are shortened by the least of them (0 to 0.18 s are added)."""
+    voice, f0 = job["voice"], job["f0"]
+    out = []
+    for text, stretch, seed, lead_s, trail_s, render_seed in job["utterances"]:
+        audio, sr, events = flite.synthesize(text, voice, stretch, f0, seed)
+        lead = int(round((lead_s - _LEAD_SILENCE_S[0]) * sr))
+        trail = int(round((trail_s - _TRAIL_SILENCE_S[0]) * sr))
+        padded = np.concatenate(
+            [np.zeros(lead, np.int16), audio, np.zeros(trail, np.int16)]
+        )
+        events = [(kind, p, s + lead) for kind, p, s in events]
+        segments, words = align(
+            padded, sr, events, text, voice,
+            phone_map=phones_for_flite, closure_in_stop=True,
+        )  # fmt: skip
         rng = np.random.default_rng(render_seed)
         out.append(_render((padded, sr, segments, words), rng))
     return out
@@ -328,7 +494,7 @@ def _run_in_fresh_process(job):
                 status, value = pickle.load(f)
         except (OSError, EOFError, pickle.UnpicklingError):
             raise MiniTimitError(
-                f"the synthesis process for voice {job[0]} failed (exit status "
+                f"the synthesis process for voice {job['voice']} failed (exit status "
                 f"{proc.returncode}):\n{proc.stderr.decode(errors='replace')[-3000:]}"
             ) from None
     finally:
@@ -352,7 +518,9 @@ def _worker_main():
 def _render(raw, rng):
     """Padded eSpeak output -> (16 kHz int16 samples, segments, word spans)."""
     audio, sr, segments, words = raw
-    clean = _resample(audio.astype(np.float64), sr, SAMPLE_RATE)
+    clean = audio.astype(np.float64)
+    if sr != SAMPLE_RATE:  # eSpeak's 22050 Hz; Flite's voices are at 16 kHz
+        clean = _resample(clean, sr, SAMPLE_RATE)
     n = len(clean)
     ratio = SAMPLE_RATE / sr
     bounds = [0] + [int(round(s[0] * ratio)) for s in segments[1:]] + [n]
@@ -374,8 +542,11 @@ def _render(raw, rng):
 # The corpus
 
 
-def _options(seed, preset, counts, sx_per_speaker, si_per_speaker):
-    return {
+def _options(
+    seed, preset, counts, sx_per_speaker, si_per_speaker,
+    synthesiser="espeak", flite_voices=DEFAULT_FLITE_VOICES,
+):  # fmt: skip
+    options = {
         # The generator's name when it lived in mtkd/: kept, so that corpora
         # made before the move are still recognised and reused.
         "generator": "mtkd.mini_timit",
@@ -386,6 +557,21 @@ def _options(seed, preset, counts, sx_per_speaker, si_per_speaker):
         "sx_per_speaker": int(sx_per_speaker),
         "si_per_speaker": int(si_per_speaker),
     }
+    # Only where they differ from the eSpeak NG corpus's: the options of the
+    # corpora made before Flite (their MINI_TIMIT.json) stay what they were.
+    if synthesiser != "espeak":
+        options["synthesiser"] = synthesiser
+        if tuple(flite_voices) != DEFAULT_FLITE_VOICES:
+            options["flite_voices"] = list(flite_voices)
+    return options
+
+
+def corpus_synthesiser(options):
+    """(synthesiser, Flite voices) recorded in a corpus's options."""
+    return (
+        options.get("synthesiser", "espeak"),
+        tuple(options.get("flite_voices", DEFAULT_FLITE_VOICES)),
+    )
 
 
 def _read_marker(path):
@@ -436,15 +622,21 @@ def existing_corpus(
     test_speakers=None,
     sx_per_speaker=5,
     si_per_speaker=3,
+    synthesiser=None,
+    flite_voices=None,
 ):
     """The stored summary of the corpus in ``out_dir`` if ``make_mini_timit``
     made it with these options; None if ``out_dir`` does not exist.
 
     Raises MiniTimitError if ``out_dir`` holds an incomplete corpus or one
-    made with other options (another preset, seed or speaker count).
+    made with other options (another preset, seed, speaker count or
+    synthesiser).
     """
     counts = _resolve_counts(preset, train_speakers, dev_speakers, test_speakers)
-    options = _options(seed, preset, counts, sx_per_speaker, si_per_speaker)
+    synthesiser, voices = resolve_synthesiser(preset, synthesiser, flite_voices)
+    options = _options(
+        seed, preset, counts, sx_per_speaker, si_per_speaker, synthesiser, voices
+    )
     return _check_existing(Path(out_dir), options)
 
 
@@ -459,8 +651,10 @@ def make_mini_timit(
     sx_per_speaker=5,
     si_per_speaker=3,
     num_workers=None,
+    synthesiser=None,
+    flite_voices=None,
 ):
-    """Writes a mini corpus in TIMIT's layout, spoken by eSpeak NG.
+    """Writes a mini corpus in TIMIT's layout, spoken by eSpeak NG or Flite.
 
     Arguments
     ---------
@@ -474,7 +668,8 @@ def make_mini_timit(
         ``"tiny"`` (6 train, 2 dev, 2 core-test speakers: 48/16/16 usable
         utterances), ``"demo"`` (48/4/4 speakers: 384/32/32) or
         ``"demo_core"`` (48/16/24 speakers: 384/128/192, TIMIT's whole core
-        test set; run_demo.py's corpus).
+        test set; run_demo.py's corpus); ``"tiny_mixed"`` and
+        ``"demo_core_mixed"``: the same, spoken by both synthesisers.
     train_speakers, dev_speakers, test_speakers : int or None
         Override the preset's number of speakers.
     sx_per_speaker, si_per_speaker : int
@@ -482,6 +677,14 @@ def make_mini_timit(
     num_workers : int or None
         Processes synthesising speakers in parallel (default: CPU count, at most
         8). Does not change the output.
+    synthesiser : str or None
+        ``"espeak"`` (eSpeak NG), ``"flite"`` (Flite) or ``"both"`` (half the
+        speakers of every split and sex each); None: the preset's (``both``
+        for a ``_mixed`` preset), else eSpeak NG. Flite needs the Debian
+        package ``flite``.
+    flite_voices : list of str or None
+        The Flite voices speakers are given (of awb, kal16, rms, slt; default
+        all four).
 
     Returns
     -------
@@ -493,7 +696,9 @@ def make_mini_timit(
                          "TEST": {...}},
              "splits": {"train"|"dev"|"test": {"speakers", "utterances",
                                                "seconds"}},   # SA excluded
-             "speakers": {"TRAIN": [...], "TEST": [...]},
+             "speakers": {"TRAIN": [...], "TEST": [...]},  # with their
+                 # "synthesiser" and "voice"
+             "synthesisers": {"espeak"|"flite": {role: speakers}},
              "total_utterances", "total_seconds", "total_hours",
              "phones_61": {symbol: count}, "phones_39_seen", "phones_39_missing",
              "wall_seconds"}
@@ -502,20 +707,26 @@ def make_mini_timit(
     ------
     MiniTimitError
         If ``out_dir`` exists with another or an incomplete corpus, or the
-        options are invalid.
+        options are invalid (an unknown synthesiser or Flite voice, Flite not
+        installed, a text Flite cannot phonetise): before anything is written.
     """
     t0 = time.time()
     out = Path(out_dir)
     counts = _resolve_counts(preset, train_speakers, dev_speakers, test_speakers)
+    synthesiser, voices = resolve_synthesiser(preset, synthesiser, flite_voices)
     if sx_per_speaker < 1 or si_per_speaker < 0:
         raise MiniTimitError("sx_per_speaker must be >= 1 and si_per_speaker >= 0")
-    options = _options(seed, preset, counts, sx_per_speaker, si_per_speaker)
+    options = _options(
+        seed, preset, counts, sx_per_speaker, si_per_speaker, synthesiser, voices
+    )
     stored = _check_existing(out, options)
     if stored is not None:
         logger.info("%s already holds this mini TIMIT corpus; reusing it", out)
         return _reused(stored, out, t0)
 
     speakers = _plan(seed, counts, sx_per_speaker, si_per_speaker)
+    _assign_voices(speakers, seed, synthesiser, voices, _CORPUS_VOICE_STREAMS)
+    _check_flite(speakers)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -558,26 +769,7 @@ def _build(root, speakers, seed, num_workers, stream=3):
     from the same seed (the pool) draws its own numbers."""
     if num_workers is None:
         num_workers = min(os.cpu_count() or 1, 8)
-    jobs = [
-        (
-            f"{s.accent}+{s.variant}",
-            s.accent,
-            s.pitch,
-            s.pitch_range,
-            [
-                (
-                    u.text,
-                    u.rate,
-                    u.espeak_seed,
-                    u.lead_s,
-                    u.trail_s,
-                    [seed, stream, i, j],
-                )
-                for j, u in enumerate(s.utterances)
-            ],  # fmt: skip
-        )
-        for i, s in enumerate(speakers)
-    ]
+    jobs = [_speaker_job(s, i, seed, stream) for i, s in enumerate(speakers)]
     # In the order the speakers come: TRAIN, TEST (train, dev, test) for the
     # corpus, POOL (pool) for the pool.
     folders = {
@@ -609,35 +801,30 @@ def _build(root, speakers, seed, num_workers, stream=3):
             folders[spk.folder]["speakers"] += 1
             splits[spk.role]["speakers"] += 1
             logger.info(
-                "%s/%s/%s (%s, %s+%s) done",
+                "%s/%s/%s (%s, %s %s) done",
                 spk.folder,
                 spk.dr,
                 spk.spk_id,
                 spk.role,
-                spk.accent,
-                spk.variant,
+                SYNTHESISERS[spk.synthesiser],
+                spk.voice,
             )
     for d in (*folders.values(), *splits.values()):
         d["seconds"] = round(d["seconds"], 2)
     total_seconds = sum(d["seconds"] for d in folders.values())
     seen39 = {FOLD_61_39[p] for p, c in phone_counts.items() if c and FOLD_61_39[p]}
+    families = {}
+    for s in speakers:
+        by_role = families.setdefault(s.synthesiser, dict.fromkeys(splits, 0))
+        by_role[s.role] += 1
     return {
         "folders": folders,
         "splits": splits,
         "speakers": {
-            name: [
-                {
-                    "id": s.spk_id,
-                    "dr": s.dr,
-                    "role": s.role,
-                    "accent": s.accent,
-                    "variant": s.variant,
-                }
-                for s in speakers
-                if s.folder == name
-            ]
+            name: [_speaker_summary(s) for s in speakers if s.folder == name]
             for name in folders
         },
+        "synthesisers": families,
         "total_utterances": sum(d["utterances"] for d in folders.values()),
         "total_seconds": round(total_seconds, 2),
         "total_hours": round(total_seconds / 3600.0, 4),
@@ -645,6 +832,44 @@ def _build(root, speakers, seed, num_workers, stream=3):
         "phones_39_seen": len(seen39),
         "phones_39_missing": sorted(_PHONES_39 - seen39),
     }
+
+
+def _speaker_job(spk, i, seed, stream):
+    """What the synthesis process of speaker ``spk`` (``i``-th) needs."""
+    utterances = [
+        (
+            u.text,
+            u.stretch if spk.synthesiser == "flite" else u.rate,
+            u.espeak_seed,
+            u.lead_s,
+            u.trail_s,
+            [seed, stream, i, j],
+        )
+        for j, u in enumerate(spk.utterances)
+    ]
+    if spk.synthesiser == "flite":
+        return {
+            "synthesiser": "flite", "voice": spk.flite_voice, "f0": spk.f0,
+            "utterances": utterances,
+        }  # fmt: skip
+    return {
+        "synthesiser": "espeak", "voice": spk.voice, "accent": spk.accent,
+        "pitch": spk.pitch, "pitch_range": spk.pitch_range,
+        "utterances": utterances,
+    }  # fmt: skip
+
+
+def _speaker_summary(spk):
+    """A speaker's entry in MINI_TIMIT.json: ``synthesiser`` (espeak or flite,
+    its voice family) and ``voice`` (``en-us+f2``, ``slt``) say who speaks."""
+    entry = {"id": spk.spk_id, "dr": spk.dr, "role": spk.role}
+    entry["synthesiser"] = spk.synthesiser
+    entry["voice"] = spk.voice
+    if spk.synthesiser == "flite":
+        entry.update(f0=spk.f0, stretch=spk.stretch)
+    else:
+        entry.update(accent=spk.accent, variant=spk.variant)
+    return entry
 
 
 def _write_utterance(spk_dir, spk, utt, samples, segs, words):

@@ -24,3 +24,21 @@ class UnmappedPhonemeError(MiniTimitError, KeyError):
 
     def __reduce__(self):  # picklable (it crosses from worker processes)
         return (type(self), (self.mnemonic, self.accent))
+
+
+class UnmappedFlitePhoneError(MiniTimitError, KeyError):
+    """A Flite phone has no TIMIT counterpart in the table."""
+
+    def __init__(self, phone, voice):
+        self.phone = phone
+        self.voice = voice
+        super().__init__(
+            f"Flite phone {phone!r} (voice {voice}) has no TIMIT counterpart; add "
+            "it to tools.mini_timit.phones._FLITE_PHONES"
+        )
+
+    def __str__(self):
+        return self.args[0]
+
+    def __reduce__(self):
+        return (type(self), (self.phone, self.voice))

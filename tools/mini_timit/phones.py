@@ -1,8 +1,8 @@
-"""eSpeak NG phoneme mnemonics -> TIMIT's 61 symbols, accent by accent."""
+"""eSpeak NG phoneme mnemonics and Flite's phones -> TIMIT's 61 symbols."""
 
 from __future__ import annotations
 
-from tools.mini_timit.errors import UnmappedPhonemeError
+from tools.mini_timit.errors import UnmappedFlitePhoneError, UnmappedPhonemeError
 
 # What eSpeak's English phoneme tables produce for the generator's sentences,
 # mapped to the nearest TIMIT symbols (a tuple: some mnemonics are two phones).
@@ -178,3 +178,50 @@ def phones_for_mnemonic(mnemonic: str, accent: str) -> tuple[str, ...]:
         if key in _MNEMONICS:
             return _MNEMONICS[key]
     raise UnmappedPhonemeError(mnemonic, accent)
+
+
+# Flite's US English phones (CMU's set, as its lexicon cmulex and its letter-
+# to-sound rules write them, with ``ax`` for an unstressed ``ah`` and ``pau``
+# for silence) -> TIMIT's symbols. CMU's set is TIMIT's without its allophones
+# (no closures, flaps, ``ix``, ``axr``, ``hv``...): every phone keeps its
+# name. Stops get their closures in ``align`` as eSpeak's do.
+_FLITE_PHONES = {
+    phone: (phone,)
+    for phone in (
+        # vowels and diphthongs
+        "aa ae ah ao aw ax ay eh er ey ih iy ow oy uh uw "
+        # stops and affricates
+        "b d g k p t ch jh "
+        # fricatives, nasals, liquids and glides
+        "dh f hh s sh th v z zh m n ng l r w y"
+    ).split()
+}
+_FLITE_PHONES["pau"] = ("pau",)
+
+
+def phones_for_flite(phone: str, voice: str) -> tuple[str, ...]:
+    """Returns the TIMIT symbols for one of Flite's phones.
+
+    Arguments
+    ---------
+    phone : str
+        A segment name of Flite's utterance, e.g. ``"aa"`` or ``"pau"``.
+    voice : str
+        The Flite voice that produced it (for the error message).
+
+    Raises
+    ------
+    UnmappedFlitePhoneError
+        When the phone is not in the table.
+
+    Example
+    -------
+    >>> phones_for_flite("ax", "slt")
+    ('ax',)
+    >>> phones_for_flite("pau", "awb")
+    ('pau',)
+    """
+    try:
+        return _FLITE_PHONES[phone]
+    except KeyError:
+        raise UnmappedFlitePhoneError(phone, voice) from None

@@ -32,13 +32,16 @@ from tools.mini_timit.corpus import (
     CORE_TEST_SPEAKERS,
     DEV_SPEAKERS,
     MARKER_FILENAME,
+    _assign_voices,
     _build,
+    _check_flite,
     _fresh_speaker_id,
     _new_speaker,
     _plan,
     _read_marker,
     _resolve_counts,
     _Utterance,
+    corpus_synthesiser,
 )
 from tools.mini_timit.errors import MiniTimitError
 from tools.mini_timit.sentences import SentenceGenerator
@@ -51,6 +54,8 @@ FIRST_POOL_SENTENCE = 9000  # SI numbers of the pool: SI9000, SI9001, ...
 # numpy streams of the pool (the corpus uses 0-3): speakers, sentences,
 # per-utterance rate and silences, noise.
 _SPEAKER_STREAM, _SENTENCE_STREAM, _UTTERANCE_STREAM, _NOISE_STREAM = 10, 11, 12, 13
+# ... and of the synthesiser choice, the Flite voices and their utterances.
+_POOL_VOICE_STREAMS = (14, 15, 16)
 
 
 def _corpus_options(corpus_dir):
@@ -67,7 +72,8 @@ def plan_pool(options, pool_speakers, per_speaker):
     """The pool's speakers, disjoint from the corpus's speakers and sentences.
 
     ``options``: the corpus's options (its ``MINI_TIMIT.json``). Returns a
-    list of ``_Speaker`` in folder ``POOL`` with role ``pool``.
+    list of ``_Speaker`` in folder ``POOL`` with role ``pool``, spoken by the
+    corpus's synthesiser (``both``: half and half).
     """
     seed = options["seed"]
     counts = _resolve_counts(
@@ -102,7 +108,8 @@ def plan_pool(options, pool_speakers, per_speaker):
             utt.lead_s = float(urng.uniform(*_LEAD_SILENCE_S))
             utt.trail_s = float(urng.uniform(*_TRAIL_SILENCE_S))
         speakers.append(speaker)
-    return speakers
+    synthesiser, voices = corpus_synthesiser(options)
+    return _assign_voices(speakers, seed, synthesiser, voices, _POOL_VOICE_STREAMS)
 
 
 def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
@@ -118,7 +125,8 @@ def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
     num_workers : int or None, synthesis processes (does not change the pool).
 
     Returns {"folder", "options", "speakers", "utterances", "seconds",
-    "reused", "wall_seconds"}; the same is kept in ``POOL/MINI_POOL.json``.
+    "reused", "wall_seconds", "synthesisers", "speaker_voices"}; the same is
+    kept in ``POOL/MINI_POOL.json``.
     """
     t0 = time.time()
     if pool_speakers < 1 or per_speaker < 1:
@@ -141,6 +149,7 @@ def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
         logger.info("%s already holds this pool; reusing it", out)
         return {**marker["summary"], "reused": True}
     speakers = plan_pool(corpus, pool_speakers, per_speaker)
+    _check_flite(speakers)
     tmp = out.with_name(f"{POOL_FOLDER}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -155,6 +164,9 @@ def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
             "utterances": built["total_utterances"],
             "seconds": built["total_seconds"],
             "wall_seconds": round(time.time() - t0, 2),
+            # who speaks: each speaker's synthesiser and voice
+            "synthesisers": built["synthesisers"],
+            "speaker_voices": built["speakers"][POOL_FOLDER],
         }
         with open(inner / POOL_MARKER, "w", encoding="utf-8") as f:
             json.dump({"options": options, "summary": summary}, f, indent=2)
