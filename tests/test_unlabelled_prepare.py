@@ -251,6 +251,13 @@ def test_a_link_to_a_valid_file_is_caught_without_data_folder(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"ERROR: {moved[0]}: its wav paths begin with")
     assert "Give --data_folder /path/to/TIMIT" in proc.stderr
+    # A --data_folder that is not their corpus: said, not compared in vain.
+    with pytest.raises(TimitPrepError) as err:
+        prepare_unlabelled(str(pool), out, str(tmp_path / "elsewhere"), moved)
+    train = json.load(open(moved[0]))
+    assert str(err.value).startswith(
+        f"{moved[0]}: {len(train)} of its {len(train)} recordings do not exist"
+    )
     # With --data_folder the link is caught again.
     with pytest.raises(TimitPrepError, match=f"it is utterance {utt_id} of"):
         prepare_unlabelled(str(pool), out, mini_corpus, moved)
