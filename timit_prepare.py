@@ -56,6 +56,8 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile
@@ -173,8 +175,13 @@ PHONE_SETS = {
 
 LAYOUTS = ("ldc", "lower", "riff_copy")
 OPTS_FILENAME = "timit_prepare_opts.json"
-_OPTS_VERSION = 2  # 2: the corpus fingerprint (sizes and times of its files)
+# 2: the corpus fingerprint (sizes and times of its files); 3: linked speaker
+# folders followed, transcriptions without audio refused, silent recordings
+# named (issue 33): manifests of an earlier version are prepared again.
+_OPTS_VERSION = 3
 _DROPPED_SENTENCES = ("sa1", "sa2")
+_AUDIO_SUFFIXES = (".wav", ".flac")
+_TRANSCRIPTION_SUFFIXES = (".phn", ".wrd")
 
 
 class TimitPrepError(RecipeError):
@@ -553,28 +560,65 @@ def _missing_split_message(data_folder, missing, entries):
     return msg
 
 
-def _scan(data_folder, split_dirs):
-    """Walks the two split folders once.
+def walk_following_links(top, max_depth=None, _depth=0, _above=()):
+    """``os.walk(top)`` that also enters linked folders (a speaker folder may
+    be a link into another disk), in sorted order.
 
-    Returns a list of (split key, dr name, speaker name, {lower name: name})
-    for every speaker folder (depth <split>/<DR>/<SPK>).
+    Yields (folder, [subfolder names], [file names]); a broken link is listed
+    as a file. ``max_depth`` folders below ``top`` at most (None: no limit); a
+    link back to a folder above is not entered (it would loop).
     """
-    speakers = []
+    real = os.path.realpath(top)
+    if real in _above:
+        return
+    try:
+        entries = sorted(os.scandir(top), key=lambda entry: entry.name)
+    except OSError:
+        return
+    folders = [e.name for e in entries if e.is_dir()]  # is_dir follows links
+    yield top, folders, [e.name for e in entries if not e.is_dir()]
+    if max_depth is not None and _depth >= max_depth:
+        return
+    for name in folders:
+        yield from walk_following_links(
+            os.path.join(top, name), max_depth, _depth + 1, (*_above, real)
+        )
+
+
+@dataclass
+class _Scan:
+    """What the split folders hold (see ``_scan``)."""
+
+    speakers: list  # [(split key, DR name, speaker name, {lower name: name})]
+    stray_audio: list  # audio files outside a speaker folder
+    unread: list  # other files outside speaker folders, folders inside them
+
+
+def _scan(data_folder, split_dirs):
+    """Walks the two split folders once, linked folders included.
+
+    Every folder at depth <split>/<DR>/<SPK> is a speaker folder; files and
+    folders anywhere else are listed as ``stray_audio`` or ``unread``, so that
+    nothing is left out without a word.
+    """
+    scan = _Scan([], [], [])
     for key, split_name in sorted(split_dirs.items()):
         top = os.path.join(data_folder, split_name)
-        for dirpath, dirnames, filenames in os.walk(top):
+        for dirpath, dirnames, filenames in walk_following_links(top, max_depth=2):
             rel = os.path.relpath(dirpath, top)
             depth = 0 if rel == "." else rel.count(os.sep) + 1
-            if depth >= 2:
-                dirnames.clear()  # speaker folders hold files only
             if depth != 2:
+                for name in filenames:
+                    path = os.path.join(dirpath, name)
+                    is_audio = name.lower().endswith(_AUDIO_SUFFIXES)
+                    (scan.stray_audio if is_audio else scan.unread).append(path)
                 continue
+            # Speaker folders hold files only: a folder inside one is not read.
+            scan.unread += [os.path.join(dirpath, name) for name in dirnames]
             dr, spk = rel.split(os.sep)
-            files = {}
-            for name in filenames:
-                files[name.lower()] = name
-            speakers.append((key, dr, spk, files))
-    return speakers
+            files = {name.lower(): name for name in filenames}
+            scan.speakers.append((key, dr, spk, files))
+    return scan
 
 
 def _detect_layout(split_dirs, speakers):
@@ -624,7 +668,13 @@ def prepare_timit(
     Every audio header is checked (``check_audio_header``: rate, channels,
     size against the declared sample count, a header the reader cannot
     parse): one error lists every file that fails. ``.PHN`` label times that
-    do not fit their audio are a warning naming each file.
+    do not fit their audio are a warning naming each file, and so are
+    recordings without sound (every sample the same value).
+
+    Nothing is dropped without a word: linked folders are followed, a
+    ``.PHN`` or ``.WRD`` without its audio and audio outside a speaker folder
+    are errors naming the files, and what the standard split leaves out (SA
+    sentences, other TEST speakers, files never read) is counted in one line.
 
     Raises
     ------
@@ -685,15 +735,15 @@ def prepare_timit(
 
 def corpus_fingerprint(data_folder):
     """SHA-256 (hex) of every file's path, size and modification time in the
-    corpus's split folders: manifests made before a file was added, removed
-    or edited are then not taken for current. Reads no file's contents
-    (TIMIT: 25,000 stat calls, well under a second)."""
+    corpus's split folders (linked folders too, down to the speaker folders):
+    manifests made before a file was added, removed or edited are then not
+    taken for current. Reads no file's contents (TIMIT: 25,000 stat calls,
+    well under a second)."""
     digest = hashlib.sha256()
     for split_name in sorted(_find_split_dirs(data_folder).values()):
         top = os.path.join(data_folder, split_name)
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
+        for dirpath, _, filenames in walk_following_links(top, max_depth=2):
+            for name in filenames:
                 path = os.path.join(dirpath, name)
                 try:
                     stat = os.stat(path)
@@ -739,11 +789,26 @@ def _write_json_atomic(path, obj):
 
 
 def _collect(data_folder, phn_set, layout, sample_rate=16000):
-    """Builds {"train": {...}, "valid": {...}, "test": {...}} manifests."""
-    audio_problems, label_problems = [], []
+    """Builds {"train": {...}, "valid": {...}, "test": {...}} manifests.
+
+    Every file of the split folders is used, refused (an error naming it), or
+    left out as the standard split says and counted in one logged line.
+    """
+    audio_problems, label_problems, silent, orphans = [], [], [], []
+    left_out = _LeftOut()
     table = _fold_table(phn_set)
     split_dirs = _find_split_dirs(data_folder)
-    speakers = _scan(data_folder, split_dirs)
+    scan = _scan(data_folder, split_dirs)
+    if scan.stray_audio:
+        stray = [(path, ["not in a speaker folder"]) for path in scan.stray_audio]
+        raise TimitPrepError(
+            f"{len(stray)} audio file(s) under {data_folder} lie outside a "
+            "speaker folder (<split>/<DR>/<SPEAKER>/), where they would not be "
+            f"used (nothing was written):\n{_problem_list(stray)}\n"
+            "Move each into its speaker's folder, or remove it."
+        )
+    left_out.unread += scan.unread
+    speakers = scan.speakers
     detected = _detect_layout(split_dirs, speakers)
     if layout is None:
         layout = detected
@@ -769,7 +834,7 @@ def _collect(data_folder, phn_set, layout, sample_rate=16000):
         elif spk_l in TEST_SPEAKERS:
             target = "test"
         else:
-            continue
+            target = None
         rel_dir = f"{split_name}/{dr}/{spk}"
         abs_dir = os.path.join(data_folder, split_name, dr, spk)
         stems = set()
@@ -778,8 +843,15 @@ def _collect(data_folder, phn_set, layout, sample_rate=16000):
                 stems.add(lname[: -len(".wav.wav")])
             elif lname.endswith(".wav"):
                 stems.add(lname[: -len(".wav")])
+        if target is None:  # a TEST speaker of neither standard set
+            left_out.other_speakers += 1
+            left_out.other_utterances += len(stems - set(_DROPPED_SENTENCES))
+            continue
+        orphans += _transcriptions_without_audio(abs_dir, files, stems)
+        read = set()  # the lower-case names of the files used
         for stem in sorted(stems):
             if stem in _DROPPED_SENTENCES:
+                left_out.sa_utterances += 1
                 continue
             sphere = files.get(stem + ".wav")
             riff = files.get(stem + ".wav.wav")
@@ -826,6 +898,9 @@ def _collect(data_folder, phn_set, layout, sample_rate=16000):
             )
             if problems:
                 audio_problems.append((audio_path, problems))
+            else:
+                silent += _no_sound(audio_path)
+            read |= {audio.lower(), phn_name.lower(), wrd_name.lower()}
             phones = _read_phn(
                 os.path.join(abs_dir, phn_name), table, n_samples, label_problems
             )
@@ -845,7 +920,23 @@ def _collect(data_folder, phn_set, layout, sample_rate=16000):
                 "phn": " ".join(phones),
                 "wrd": " ".join(words),
             }
+        for lname, name in sorted(files.items()):
+            stem = lname.split(".")[0]
+            if lname in read or stem in _DROPPED_SENTENCES:
+                continue
+            if lname in (stem + ".wav", stem + ".wav.wav") and stem in stems:
+                left_out.other_copies += 1  # the SPHERE or RIFF twin of one read
+            else:
+                left_out.unread.append(os.path.join(abs_dir, name))
 
+    if orphans:
+        raise TimitPrepError(
+            f"{len(orphans)} transcription file(s) under {data_folder} have no "
+            "audio file beside them, so their utterances would be left out "
+            f"(nothing was written):\n{_problem_list(orphans)}\n"
+            "Restore the audio files from the original corpus, or remove these "
+            "transcriptions."
+        )
     if audio_problems:
         raise TimitPrepError(
             f"{len(audio_problems)} audio file(s) under {data_folder} cannot be "
@@ -862,10 +953,85 @@ def _collect(data_folder, phn_set, layout, sample_rate=16000):
             len(label_problems),
             _problem_list(label_problems, limit=50),
         )
+    if silent:
+        logger.warning(
+            "%d recording(s) under %s hold no sound (every sample the same "
+            "value): a model trained on them learns their phones from silence, "
+            "and a test on them scores nothing. Replace them with the files of "
+            "the original corpus, or remove each with its .PHN, .WRD and .TXT:\n%s",
+            len(silent),
+            data_folder,
+            _problem_list(silent, limit=50),
+        )
     for key in data:
         data[key] = dict(sorted(data[key].items()))
     _report(data, data_folder, split_dirs)
+    logger.info("%s", left_out.describe(data_folder))
     return data
+
+
+@dataclass
+class _LeftOut:
+    """What preparation leaves out on purpose, to be counted in one line."""
+
+    sa_utterances: int = 0
+    other_speakers: int = 0
+    other_utterances: int = 0
+    other_copies: int = 0  # SPHERE .WAV beside a RIFF .WAV.wav read, or back
+    unread: list = field(default_factory=list)  # files (folders) never read
+
+    def describe(self, data_folder):
+        """'Left out ...' (one line)."""
+        kinds = Counter(_suffix(path) for path in self.unread)
+        shown = []
+        for kind, n in sorted(kinds.items(), key=lambda item: (-item[1], item[0])):
+            shown.append(f"{n} {kind}")
+            if kind != ".txt":  # TIMIT's own text files need no example
+                first = next(p for p in self.unread if _suffix(p) == kind)
+                shown[-1] += f" (e.g. {os.path.relpath(first, data_folder)})"
+        if self.other_copies:
+            shown.append(f"{self.other_copies} second copies of audio read")
+        return (
+            f"Left out as the standard split says: {self.sa_utterances} SA1/SA2 "
+            f"utterances, {self.other_utterances} utterances of "
+            f"{self.other_speakers} TEST speakers outside the dev and core test "
+            f"sets; not read: {', '.join(shown) or 'nothing else'}"
+        )
+
+
+def _suffix(path):
+    """'.txt' for a file, 'folder' for a folder (the kinds of unread paths)."""
+    if os.path.isdir(path):
+        return "folder"
+    return os.path.splitext(path)[1].lower() or "without suffix"
+
+
+def _transcriptions_without_audio(folder, files, stems):
+    """[(path, [why])] of the .PHN and .WRD files of ``folder`` (``files``:
+    {lower name: name}) whose utterance has no audio (``stems``)."""
+    found = []
+    for lname, name in sorted(files.items()):
+        stem, suffix = os.path.splitext(lname)
+        if suffix in _TRANSCRIPTION_SUFFIXES and stem not in stems:
+            if stem not in _DROPPED_SENTENCES:
+                # The audio's name in the transcription's case (LDC or lower).
+                wav = ".WAV" if name[-len(suffix) :].isupper() else ".wav"
+                audio = name[: -len(suffix)] + wav
+                found.append((os.path.join(folder, name), [f"no {audio} beside it"]))
+    return found
+
+
+def _no_sound(path):
+    """[(path, [why])] when every sample of ``path`` has the same value
+    (silence written as zeros, a constant offset); [] otherwise. Reads the
+    samples: 0.1 s per 1,000 TIMIT-length files in the disk cache."""
+    try:
+        samples, _ = soundfile.read(path, dtype="int16")
+    except (RuntimeError, OSError):
+        return []  # the header check named what the reader cannot read
+    if samples.size and samples.min() == samples.max():
+        return [(path, [f"every sample is {samples.flat[0]}"])]
+    return []
 
 
 def _report(data, data_folder, split_dirs):

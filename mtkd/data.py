@@ -44,7 +44,8 @@ def prepare_manifests(hparams):
 def prepare_unlabelled_manifest(hparams):
     """Writes ``unlabelled_annotation`` from the source ``unlabelled`` (main
     process only): ``timit_sa``, a folder of audio or a manifest, checked like
-    the corpus and refused where it overlaps train, valid or test
+    the corpus and refused where it overlaps train, valid or test, or holds
+    valid or test speakers unless ``allow_eval_speakers_in_pool``
     (``unlabelled_prepare.py``). Skips itself when already prepared."""
     run_on_main(
         prepare_unlabelled,
@@ -54,6 +55,7 @@ def prepare_unlabelled_manifest(hparams):
             "data_folder": hparams["data_folder"],
             "labelled": [hparams[f"{split}_annotation"] for split in SPLITS],
             "sample_rate": hparams.get("sample_rate", TIMIT_SAMPLE_RATE),
+            "allow_eval_speakers": hparams.get("allow_eval_speakers_in_pool", False),
         },
     )
 

@@ -209,9 +209,20 @@ POSITIVE_KEYS = frozenset(
     number_of_epochs batch_size lr temperature weight_temperature sample_rate
     n_fft n_mels valid_beam_size test_beam_size output_neurons feats_hop_size
     time_pooling_size rnn_layers rnn_neurons dnn_neurons emb_size dec_neurons
-    attn_dim cnn_channels cnn_kernelsize annealing_factor
+    attn_dim cnn_channels cnn_kernelsize annealing_factor max_grad_norm
     """.split()
 )
+# What to give instead, for values whose range SpeechBrain's own help gets
+# wrong: its --max_grad_norm help says a negative value turns clipping off,
+# but SpeechBrain 1.1 clips to the negative norm, which turns every gradient
+# round (gradient ascent: the loss rises) and 0 zeroes them.
+RANGE_HINTS = {
+    "max_grad_norm": (
+        "A value of 0 or less does not turn clipping off (SpeechBrain's help "
+        "says it does): it reverses or zeroes every gradient. To clip nothing, "
+        "give a large value such as 1e9."
+    ),
+}
 # Keys that must be 0 or more (a count that may be none, a threshold).
 NON_NEGATIVE_KEYS = frozenset(
     """
@@ -366,7 +377,10 @@ def check_value_ranges(hparams, hparams_file):
             problem = _range_problem(key, item)
             if problem:
                 shown = value if isinstance(value, list | tuple) else item
-                raise HparamsError(f"`{key}` must be {problem}, got {shown} {where}")
+                hint = f" {RANGE_HINTS[key]}" if key in RANGE_HINTS else ""
+                raise HparamsError(
+                    f"`{key}` must be {problem}, got {shown} {where}{hint}"
+                )
     for key, allowed in CHOICES.items():
         value = hparams.get(key)
         if key in hparams and not _is_tagged(value) and value not in allowed:
@@ -425,6 +439,9 @@ def load_hparams(argv):
     """
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
     cluster.preflight(run_opts)  # device and launch options, before any work
+    # SpeechBrain's run option (the command line's --max_grad_norm); a value
+    # in a YAML file is checked with the other keys below.
+    check_value_ranges({"max_grad_norm": run_opts["max_grad_norm"]}, hparams_file)
     cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
     check_value_types(text, overrides, hparams_file, base_file, cli)

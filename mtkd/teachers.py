@@ -243,12 +243,14 @@ def check_teacher_list(list_path, phn_set=None):
     phn_set : int, optional
         The run's phone set; every teacher must have been trained on it.
 
-    Returns ``[TeacherFiles, ...]`` in list order.
+    Returns ``[TeacherFiles, ...]`` in list order. The same teacher on two
+    lines (``check_no_teacher_twice``) is refused.
     """
     files = [
         read_teacher_files(path, line_no, list_path)
         for line_no, path in read_teacher_list(list_path)
     ]
+    check_no_teacher_twice(files)
     for other in files[1:]:
         check_same_labels(files[0], other)
     if phn_set is not None and files[0].config.get("phn_set") != phn_set:
@@ -258,6 +260,33 @@ def check_teacher_list(list_path, phn_set=None):
             f"{files[0].config.get('phn_set')}` or use other teachers."
         )
     return files
+
+
+def check_no_teacher_twice(files):
+    """Raises when two lines name the same teacher: the same ``model.ckpt``
+    bytes (sha256), whether through a linked folder or a copy of the run. A
+    teacher listed twice would count twice in every weighting and in the
+    consensus of the unlabelled audio."""
+    first_with = {}
+    for teacher in files:
+        checksum = file_checksum([teacher.model_ckpt])
+        first = first_with.setdefault(checksum, teacher)
+        if first is teacher:
+            continue
+        same_file = os.path.realpath(first.model_ckpt) == os.path.realpath(
+            teacher.model_ckpt
+        )
+        how = (
+            f"the same file ({os.path.realpath(teacher.model_ckpt)}) through a link"
+            if same_file
+            else "a copy of it"
+        )
+        raise TeacherListError(
+            f"{teacher.where}: the same teacher as line {first.line_no} "
+            f"({first.model_ckpt}): {how}, with the same weights (sha256 "
+            f"{checksum[:16]}...). A teacher listed twice would count twice in "
+            "the weighting and the consensus: list each teacher once."
+        )
 
 
 def pipeline_label_keys(files):

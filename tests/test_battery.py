@@ -27,7 +27,7 @@ from conftest import REPO, SCRIPT_ENV, TINY_MODEL, TINY_RUN, run_script
 from test_faults import _can_mount_tmpfs, assert_clean_error, store_command
 
 from mtkd.data import AudioError, load_audio
-from mtkd.hparams import load_hparams, run_stage
+from mtkd.hparams import HparamsError, check_value_ranges, load_hparams, run_stage
 from mtkd.store import StoreError, TeacherStore
 from mtkd.teachers import TeacherListError, load_teacher
 from mtkd.writable import cannot_write_message
@@ -121,6 +121,9 @@ def test_tools_asked_for_cuda_without_a_gpu_say_so(tmp_path, script):
         ("cnn_channels", "(4)", "needs one entry per CNN block (cnn_blocks 2)"),
         ("cnn_channels", "(4.5,)", "`cnn_channels` must be a whole number"),
         ("cnn_channels", "abc", "`cnn_channels` must be a list of numbers"),
+        # SpeechBrain's run option: -1 trained with gradient ascent (issue 33).
+        ("max_grad_norm", "-1", "`max_grad_norm` must be greater than 0, got -1.0"),
+        ("max_grad_norm", "0", "To clip nothing, give a large value such as 1e9."),
     ],
 )
 def test_values_out_of_range_are_named_before_anything_is_built(
@@ -134,6 +137,14 @@ def test_values_out_of_range_are_named_before_anything_is_built(
     err = refused(capsys, load_hparams, argv)
     assert words in err, err
     assert not out.exists()
+
+
+def test_a_large_max_grad_norm_is_accepted(mini_corpus, tmp_path):
+    argv = stage_args(mini_corpus, tmp_path / "run") + ["--max_grad_norm", "1e9"]
+    assert load_hparams(argv).run_opts["max_grad_norm"] == 1e9
+    # A value written in a YAML file (SpeechBrain reads it there too).
+    with pytest.raises(HparamsError, match="`max_grad_norm` must be greater than 0"):
+        check_value_ranges({"max_grad_norm": -1.0}, "child.yaml")
 
 
 @pytest.mark.parametrize("written", ["(4, 8)", "[4, 8]", "(4, 8,)"])

@@ -79,6 +79,28 @@ def test_missing_run_file_names_the_line(tiny_teachers, tmp_path):
         check_teacher_list(str(listing))
 
 
+def test_a_teacher_listed_twice_is_refused_by_checksum(tiny_teachers, tmp_path):
+    first = tiny_teachers[0]
+    run = os.path.dirname(os.path.dirname(os.path.dirname(first)))
+    os.symlink(run, tmp_path / "linked")
+    linked = os.path.join(tmp_path / "linked", os.path.relpath(first, run))
+    copied = copy_run(first, tmp_path / "copy")
+    listing = tmp_path / "teachers.txt"
+    for other, how in (
+        (linked, f"the same file ({os.path.realpath(first)}) through a link"),
+        (copied, "a copy of it"),
+    ):
+        listing.write_text(f"{first}\n{tiny_teachers[1]}\n{other}\n")
+        with pytest.raises(TeacherListError) as err:
+            check_teacher_list(str(listing))
+        message = str(err.value)
+        assert message.startswith(
+            f"{listing} line 3 ({other}): the same teacher as line 1 ({first}): "
+            f"{how}, with the same weights (sha256 "
+        )
+        assert message.endswith("list each teacher once.")
+
+
 def test_phn_set_mismatch_is_refused(tiny_teachers, tmp_path):
     listing = tmp_path / "teachers.txt"
     listing.write_text(f"{tiny_teachers[0]}\n")

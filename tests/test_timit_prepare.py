@@ -573,3 +573,84 @@ def test_error_empty_split(tmp_path, kwargs, split):
 def test_error_bad_phn_set(tmp_path):
     with pytest.raises(TimitPrepError, match="phn_set"):
         _prepare(_mini(tmp_path), str(tmp_path / "out"), phn_set=42)
+
+
+# ---------------------------------------------------------------------------
+# Nothing dropped without a word (issue 33)
+
+
+def test_a_linked_speaker_folder_is_followed(tmp_path):
+    root = _mini(tmp_path)
+    expected = _prepare(root, str(tmp_path / "before"))
+    spk_dir, utts = _speaker(root)
+    elsewhere = tmp_path / "other_disk" / os.path.basename(spk_dir)
+    shutil.move(spk_dir, elsewhere)
+    os.symlink(elsewhere, spk_dir)
+    data = _prepare(root, str(tmp_path / "out"))
+    assert data == expected
+    assert f"{os.path.basename(spk_dir)}_{utts[0]}" in data["train"]
+
+
+def test_error_phn_without_wav(tmp_path):
+    root = _mini(tmp_path)
+    spk_dir, utts = _speaker(root, "TEST", "FAKS0")
+    stem = os.path.join(spk_dir, utts[2])
+    os.remove(stem + ".WAV")
+    out = str(tmp_path / "out")
+    with pytest.raises(TimitPrepError) as err:
+        _prepare(root, out)
+    message = str(err.value)
+    assert "2 transcription file(s) under" in message  # .PHN and .WRD
+    assert f"{stem}.PHN: no {utts[2]}.WAV beside it" in message
+    assert f"{stem}.WRD: no {utts[2]}.WAV beside it" in message
+    assert "Restore the audio files from the original corpus" in message
+    assert not os.path.exists(os.path.join(out, OPTS_FILENAME))
+
+
+def test_error_audio_outside_a_speaker_folder(tmp_path):
+    root = _mini(tmp_path)
+    spk_dir, utts = _speaker(root)
+    stray = os.path.join(os.path.dirname(spk_dir), utts[0] + ".WAV")
+    shutil.copy(os.path.join(spk_dir, utts[0] + ".WAV"), stray)
+    with pytest.raises(TimitPrepError) as err:
+        _prepare(root, str(tmp_path / "out"))
+    assert f"{stray}: not in a speaker folder" in str(err.value)
+    assert "outside a speaker folder (<split>/<DR>/<SPEAKER>/)" in str(err.value)
+
+
+def test_what_is_left_out_is_counted_in_one_line(tmp_path, caplog):
+    root = _mini(tmp_path)
+    spk_dir, _ = _speaker(root)
+    with open(os.path.join(spk_dir, "NOTES.DOC"), "w") as f:
+        f.write("not part of TIMIT")
+    os.mkdir(os.path.join(spk_dir, "old"))
+    caplog.set_level(logging.INFO, logger="timit_prepare")
+    _prepare(root, str(tmp_path / "out"))
+    (line,) = [r.message for r in caplog.records if r.message.startswith("Left out")]
+    rel = os.path.relpath(spk_dir, root)
+    # Mini corpus: SA1 and SA2 of the 16 speakers used; 2 other TEST speakers
+    # of 8 utterances; a .TXT beside each of the 128 utterances used.
+    assert line == (
+        "Left out as the standard split says: 32 SA1/SA2 utterances, 16 "
+        "utterances of 2 TEST speakers outside the dev and core test sets; not "
+        f"read: 128 .txt, 1 .doc (e.g. {rel}/NOTES.DOC), 1 folder (e.g. {rel}/old)"
+    )
+
+
+def test_a_recording_without_sound_is_named(tmp_path, caplog):
+    root = _mini(tmp_path)
+    spk_dir, utts = _speaker(root)
+    wav = os.path.join(spk_dir, utts[1] + ".WAV")
+    with open(wav, "r+b") as f:  # the samples after the 1024-byte header
+        f.seek(1024)
+        f.write(bytes(2 * UTT_SAMPLES))
+    caplog.set_level(logging.INFO, logger="timit_prepare")
+    data = _prepare(root, str(tmp_path / "out"))
+    assert len(data["train"]) == MINI_COUNTS["train"]  # a warning, not an error
+    (warning,) = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "no sound" in r.message
+    ]
+    assert warning.message.startswith(f"1 recording(s) under {root} hold no sound")
+    assert f"{wav}: every sample is 0" in warning.message

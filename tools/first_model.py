@@ -14,12 +14,16 @@ Four commands, each printed before it runs, as you would type them:
 4. a transcription of one test utterance (``transcribe.py``), printed next
    to its reference phones.
 
-It ends with the model's test PER and the commands to go on. A run that was
+It ends with the model's test PER (and the epoch of the checkpoint it
+scores, the best on valid) and the commands to go on. A run that was
 stopped is continued by the same command (the training resumes from its
-checkpoint; finished steps are skipped).
+checkpoint; finished steps are skipped). A larger ``--epochs`` on a finished
+folder trains the same model on to that many epochs, then tests and exports
+it again; a smaller one is refused (training cannot be undone).
 """
 
 import argparse
+import glob
 import json
 import os
 import shlex
@@ -39,6 +43,32 @@ from run_demo import (  # noqa: E402
 
 WIDTH = 64  # the demo's student (149 k parameters)
 EPOCHS = 20
+
+
+def trained_epochs(model_run):
+    """How many epochs the training run in ``model_run`` has finished: the
+    highest ``epoch`` of its end-of-epoch checkpoints (``CKPT.yaml``, read
+    as text to keep this script light); 0 when it has none."""
+    done = 0
+    for meta in glob.glob(os.path.join(model_run, "save", "CKPT+*", "CKPT.yaml")):
+        with open(meta, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "epoch" and value.strip().isdigit():
+                    done = max(done, int(value))
+    return done
+
+
+def tested_epoch(model_run):
+    """The epoch of the checkpoint the run's test report scores (the best on
+    valid, which may be older than the last): the train log's last
+    ``Epoch loaded: N``; None when there is none."""
+    try:
+        with open(os.path.join(model_run, "train_log.txt"), encoding="utf-8") as f:
+            loaded = [line for line in f if line.startswith("Epoch loaded: ")]
+    except OSError:
+        return None
+    return loaded[-1].split(",")[0].split(": ")[1] if loaded else None
 
 
 def run(argv, say):
@@ -69,13 +99,30 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(data, "MINI_TIMIT.json")):
         run(["tools/make_mini_timit.py", data, "--preset", "demo", "--quiet"], say)
     model_run = os.path.join(out, "model")
+    done = trained_epochs(model_run)
+    if done > args.epochs:
+        print(
+            f"ERROR: {model_run} holds a model already trained for {done} "
+            f"epochs, more than --epochs {args.epochs}, and training cannot be "
+            f"undone. Run with --epochs {done} (or more, to train it on) to use "
+            "it, or give another --output_folder (or delete this one) for a "
+            f"{args.epochs}-epoch model.",
+            file=sys.stderr,
+        )
+        return 2
     settings = {
         **SHARED_SETTINGS,
         **STUDENT_SETTINGS,
         **student_sizes(WIDTH),
         "number_of_epochs": args.epochs,
     }
-    if not os.path.isfile(os.path.join(model_run, "per_test.txt")):
+    per_test = os.path.join(model_run, "per_test.txt")
+    if done < args.epochs or not os.path.isfile(per_test):
+        if done:
+            say(
+                f"{model_run} has finished {done} of {args.epochs} epochs: "
+                "training goes on from its last checkpoint."
+            )
         run(
             ["train_teacher.py", "hparams/teachers/tea0.yaml", "--data_folder", data,
              "--output_folder", model_run, "--device", args.device,
@@ -83,7 +130,12 @@ def main(argv=None):
             say,
         )  # fmt: skip
     exported = os.path.join(out, "exported")
-    if not os.path.isfile(os.path.join(exported, "hyperparams.yaml")):
+    exported_file = os.path.join(exported, "hyperparams.yaml")
+    # An export older than the test report is of a model trained on since.
+    stale = not os.path.isfile(exported_file) or (
+        os.path.getmtime(exported_file) < os.path.getmtime(per_test)
+    )
+    if stale:
         run(
             ["export_model.py", "--experiment_folder", model_run,
              "--output_folder", exported],
@@ -97,7 +149,12 @@ def main(argv=None):
         per = f.readline().strip()
     minutes = (time.time() - started) / 60
     say(f"reference ({utt_id}): {entry['phn']}")
-    say(f"test {per} (attention beam search; {minutes:.1f} min in all)")
+    best = tested_epoch(model_run)
+    best = f", the best on valid: epoch {best}" if best else ""
+    say(
+        f"test {per} ({args.epochs} epochs trained{best}; attention beam "
+        f"search; {minutes:.1f} min in all)"
+    )
     say(
         "Next: transcribe your own 16 kHz mono files with\n"
         f"  python transcribe.py {shlex.quote(exported)} FILE_OR_FOLDER\n"
