@@ -479,7 +479,11 @@ class TeacherStore:
                     )
                 ],
             }
-            if split == UNLABELLED and self.has_leave_one_out:
+            if (
+                split == UNLABELLED
+                and self.has_leave_one_out
+                and self.teacher_count > 1
+            ):
                 splits[split]["leave_one_out"] = self._leave_one_out_summary()
         return {
             "store": self.path,
