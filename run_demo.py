@@ -43,7 +43,10 @@ own objective on train, so that the table shows what the teachers'
 distributions add to the extra audio. The baseline trains twice the epochs
 on train alone: every student takes as many optimiser updates (a control
 differs in one thing). Its default output folder is
-``results/demo_unlabelled``.
+``results/demo_unlabelled``. ``--pool_multiple 2`` or ``4`` (issue 32) makes
+the pool that many times train's audio (96 or 192 speakers at the demo's
+size); the baseline then trains 3 or 5 times the epochs, and the default
+output folder is ``results/demo_unlabelled_<M>x``.
 
 Seeds: the teachers are trained once, at their own seeds, whatever ``--seeds``
 says; only the students' seed varies. The question the demo asks is whether
@@ -64,6 +67,7 @@ with other options is an error (use another ``--output_folder``).
 """
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -166,9 +170,16 @@ QUICK_SETTINGS = {"test_beam_size": 2, "lr": 0.003}
 POOL_SPEAKERS = {"demo_core": 48, "tiny": 6}
 SELF_TRAINING = {"unlabelled_alpha": 0.0}
 # With --unlabelled every student but the baseline sees train + the pool (as
-# much audio again) each epoch: the baseline trains this many times the epochs,
-# so that all of them take the same number of optimiser updates.
-MATCHED_BASELINE_EPOCHS = 2
+# much audio again, --pool_multiple times) each epoch: the baseline trains
+# 1 + pool_multiple times the epochs, so that all of them take the same
+# number of optimiser updates.
+POOL_MULTIPLES = (1, 2, 4)
+
+
+def matched_baseline_epochs(args):
+    """How many times the students' epochs the baseline trains: 1, or with
+    --unlabelled 1 + --pool_multiple (as many optimiser updates)."""
+    return 1 + args.pool_multiple if args.unlabelled else 1
 
 
 class DemoError(RecipeError):
@@ -440,8 +451,7 @@ def build_jobs(args, data_folder):
         folder = student_folder(out, "baseline", seed)
         argv = ["train_teacher.py", "hparams/teacher.yaml", *common]
         argv += ["--output_folder", folder, "--teacher_name", "student-baseline"]
-        matched = MATCHED_BASELINE_EPOCHS if args.unlabelled else 1
-        epochs = args.student_epochs * matched
+        epochs = args.student_epochs * matched_baseline_epochs(args)
         argv += flags({**student, "number_of_epochs": epochs})
         name = f"student-baseline-seed{seed}"
         jobs.append(
@@ -504,6 +514,22 @@ def check_layout(out):
             )
 
 
+def check_pool_size(corpus, speakers, out):
+    """The demo folder's pool must have the speakers asked for: its store
+    and students were made on it (another --pool_multiple: another folder)."""
+    from tools.mini_timit.pool import POOL_MARKER
+
+    with open(os.path.join(pool_folder(corpus), POOL_MARKER), encoding="utf-8") as f:
+        have = json.load(f)["options"]["pool_speakers"]
+    if have != speakers:
+        raise DemoError(
+            f"{pool_folder(corpus)} holds a pool of {have} speakers, this "
+            f"--pool_multiple asks for {speakers}; the store and students in "
+            f"{out} were made on it. Give another --output_folder (the default "
+            "one differs per --pool_multiple)."
+        )
+
+
 def make_corpus(args, say):
     """The mini corpus in TIMIT's layout (made once; same seed, same bytes).
 
@@ -525,9 +551,12 @@ def make_corpus(args, say):
     argv = ["tools/make_mini_timit.py", corpus, "--preset", args.preset]
     argv += ["--seed", str(args.corpus_seed), "--quiet"]
     if args.unlabelled:
-        argv += ["--pool_speakers", str(POOL_SPEAKERS[args.preset])]
+        speakers = POOL_SPEAKERS[args.preset] * args.pool_multiple
+        argv += ["--pool_speakers", str(speakers)]
         if existing is not None and not os.path.isdir(pool_folder(corpus)):
             existing = None  # the corpus is there, its pool is still to make
+        elif existing is not None:
+            check_pool_size(corpus, speakers, out)
     if existing is not None:
         say(f"mini corpus: {corpus} (already made)")
         return corpus
@@ -600,6 +629,12 @@ def parse_args(argv):
         "train a self-training student, pseudo (default output folder: "
         "results/demo_unlabelled)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pool_multiple", type=int, choices=POOL_MULTIPLES, default=1,
+        help="with --unlabelled: the pool is this many times train's audio "
+        "(default 1; 4 is the study's 4x pool; default output folder "
+        "results/demo_unlabelled_<M>x)",
+    )  # fmt: skip
     parser.add_argument("--corpus_seed", type=int, default=1234)
     parser.add_argument(
         "--cost_files", type=int,
@@ -617,12 +652,15 @@ def parse_args(argv):
         args.output_folder = (
             "results/demo"
             + ("_unlabelled" if args.unlabelled else "")
+            + (f"_{args.pool_multiple}x" if args.pool_multiple > 1 else "")
             + ("_quick" if args.quick else "")
         )
     if args.jobs is None:
         args.jobs = 1 if args.device.startswith("cuda") else min(2, os.cpu_count())
     if args.seeds < 1:
         parser.error("--seeds must be 1 or more")
+    if args.pool_multiple > 1 and not args.unlabelled:
+        parser.error("--pool_multiple needs --unlabelled (the pool's size)")
     if len(set(args.strategies)) != len(args.strategies):
         parser.error(f"--strategies names one twice: {' '.join(args.strategies)}")
     if args.teachers is None and not 1 <= args.num_teachers <= len(TEACHER_ORDER):
@@ -675,12 +713,13 @@ def main(argv=None):
     ]
     if args.unlabelled:
         preamble.append(
-            f"Unlabelled audio: {pool_folder(data_folder)}; every distilled "
+            f"Unlabelled audio: {pool_folder(data_folder)} ({args.pool_multiple}x "
+            "train's); every distilled "
             "student trains on train + it (the teachers alone there, "
             "unlabelled_alpha 1); student-pseudo learns the teachers' consensus "
             "on it as a hard label (unlabelled_alpha 0), with the same objective "
             f"on train (alpha {KD_SETTINGS['alpha']}); student-baseline trains "
-            f"{MATCHED_BASELINE_EPOCHS}x the epochs on train alone: every "
+            f"{matched_baseline_epochs(args)}x the epochs on train alone: every "
             "student takes the same number of optimiser updates."
         )
     if args.quick:

@@ -46,6 +46,7 @@ from mtkd.distill import (
     add_teacher_pipeline,
     check_store_matches,
     check_unlabelled_store,
+    dropped_note,
     load_pretrained_encoder,
     mixed_train_manifest,
 )
@@ -54,6 +55,7 @@ from mtkd.model import write_model_config
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.stage_help import print_help_if_asked
 from mtkd.store import TeacherStore
+from mtkd.store.reader import UNLABELLED_SCORES
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
 
 # The keys --help lists when no YAML file is named.
@@ -76,6 +78,15 @@ def check_kd_keys(hparams):
     for key in ("alpha", "unlabelled_alpha"):
         if key in hparams and not 0.0 <= hparams[key] <= 1.0:
             raise HparamsError(f"{key} must be in [0, 1], got {hparams[key]}")
+    if hparams.get("unlabelled_scores", "consensus") not in UNLABELLED_SCORES:
+        raise HparamsError(f"unlabelled_scores must be one of {UNLABELLED_SCORES}")
+    threshold = hparams.get("unlabelled_max_disagreement")
+    is_number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if threshold is not None and not (is_number and threshold >= 0):
+        raise HparamsError(
+            f"unlabelled_max_disagreement must be null or a PER in % (>= 0), "
+            f"got {threshold}"
+        )
     if hparams.get("unlabelled"):
         missing = [
             key for key in ("unlabelled_annotation", "mixed_train_annotation",
@@ -97,7 +108,7 @@ def training_data(hparams, store):
     if not hparams.get("unlabelled"):
         return hparams
     prepare_unlabelled_manifest(hparams)
-    pseudo_refs = check_unlabelled_store(store, hparams)
+    pseudo_refs, disagreement = check_unlabelled_store(store, hparams)
     seen = {}
 
     def write():
@@ -108,6 +119,8 @@ def training_data(hparams, store):
                 pseudo_refs,
                 store.label_encoder_labels,
                 hparams["mixed_train_annotation"],
+                disagreement,
+                hparams.get("unlabelled_max_disagreement"),
             )
         )
         seen["unlabelled_alpha"] = hparams["unlabelled_alpha"]
@@ -126,7 +139,7 @@ def training_data(hparams, store):
                 f"utterances ({labelled['hours']:.3f} h), "
                 f"{unlabelled['utterances']} unlabelled ({unlabelled['hours']:.3f} "
                 f"h; {seen['unlabelled_empty_consensus']} left out: empty "
-                "consensus) - data_seen.json\n"
+                f"consensus{dropped_note(seen)}) - data_seen.json\n"
             )
 
     run_on_main(write)
@@ -150,7 +163,10 @@ def main(argv):
     datasets, label_encoder = prepare_datasets(training_data(hparams, store))
     check_store_matches(store, hparams, label_encoder)
     add_teacher_pipeline(
-        datasets["train"], store, None if hparams.get("unlabelled") else "train"
+        datasets["train"],
+        store,
+        None if hparams.get("unlabelled") else "train",
+        hparams.get("unlabelled_scores", "consensus"),
     )
     sb.dataio.dataset.set_output_keys(
         [datasets["train"]], BASE_OUTPUT_KEYS + [TEACHER_KEY]

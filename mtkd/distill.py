@@ -21,8 +21,9 @@ from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import collate_teacher_targets
 from mtkd.store.format import UNLABELLED
 from mtkd.strategies import (
+    branch_losses,
     ctc_kd_loss,
-    kd_objective,
+    pooled_mean,
     seq_kd_loss,
     strategy_weights,
     student_kd_log_probs,
@@ -60,11 +61,13 @@ class KDBatch(PaddedBatch):
         return pinned
 
 
-def add_teacher_pipeline(train_data, store, split="train"):
+def add_teacher_pipeline(train_data, store, split="train", scores="consensus"):
     """Adds the ``teacher`` item (one store lookup per utterance) to ``train_data``.
 
     ``split`` None: each entry's ``kd_split`` says where its targets are
-    (``train``, or ``unlabelled`` for the audio of ``mixed_train_manifest``).
+    (``train``, or ``unlabelled`` for the audio of ``mixed_train_manifest``);
+    ``scores``: which teacher PERs the unlabelled utterances give the
+    strategy (``TeacherStore.get``).
     """
     if split is None:
 
@@ -72,7 +75,7 @@ def add_teacher_pipeline(train_data, store, split="train"):
         @sb.utils.data_pipeline.provides(TEACHER_KEY)
         def mixed_pipeline(utt_id, kd_split):
             return {
-                **store.get(kd_split, utt_id),
+                **store.get(kd_split, utt_id, scores),
                 UNLABELLED_KEY: kd_split == UNLABELLED,
             }
 
@@ -88,9 +91,11 @@ def add_teacher_pipeline(train_data, store, split="train"):
 
 
 def check_unlabelled_store(store, hparams):
-    """The unlabelled utterances of this run, each with its pseudo-reference:
-    {utt_id: [L] label ids}. Stops if the store has no unlabelled part or
-    lacks one of the manifest's utterances."""
+    """The unlabelled utterances of this run, each with its pseudo-reference
+    and the teachers' disagreement on it: ({utt_id: [L] label ids}, {utt_id:
+    disagreement %} or None). Stops if the store has no unlabelled part,
+    lacks one of the manifest's utterances, or cannot give what
+    ``unlabelled_scores`` and ``unlabelled_max_disagreement`` ask for."""
     where = hparams["tea_infer_dir"]
     if not store.has_unlabelled:
         raise RecipeError(
@@ -102,26 +107,82 @@ def check_unlabelled_store(store, hparams):
     with open(hparams["unlabelled_annotation"], encoding="utf-8") as f:
         wanted = json.load(f)
     store.check_holds(UNLABELLED, wanted)
-    return {utt_id: store.pseudo_reference(utt_id) for utt_id in wanted}
+    refs = {utt_id: store.pseudo_reference(utt_id) for utt_id in wanted}
+    threshold = check_unlabelled_options(store, hparams)
+    if threshold is None:
+        return refs, None
+    ids = store.utterance_ids(UNLABELLED)
+    spread = dict(
+        zip(ids, store.unlabelled_array("disagreement").tolist(), strict=True)
+    )
+    spread = {utt_id: spread[utt_id] for utt_id in wanted}
+    keep_by_disagreement(spread, threshold, list(wanted))  # none kept: stop now
+    return refs, spread
 
 
-def mixed_train_manifest(train_json, unlabelled_json, pseudo_refs, labels, out_json):
+def check_unlabelled_options(store, hparams):
+    """Stops unless the store can give what ``unlabelled_scores`` and
+    ``unlabelled_max_disagreement`` ask for: scores of format version 3, and
+    enough teachers for a consensus of the others (leave-one-out: 3; with 2,
+    each would be scored against the other's hypothesis, the same edits for
+    both) or for a pair (the disagreement: 2). Returns the threshold."""
+    where = hparams["tea_infer_dir"]
+    threshold = hparams.get("unlabelled_max_disagreement")
+    asked = [
+        (key, value, minimum)
+        for key, value, minimum in (
+            ("unlabelled_scores", hparams.get("unlabelled_scores"), 3),
+            ("unlabelled_max_disagreement", threshold, 2),
+        )
+        if value not in (None, "consensus")
+    ]
+    for key, value, minimum in asked:
+        if store.teacher_count < minimum:
+            raise RecipeError(
+                f"{key} {value} needs a consensus of at least {minimum} teachers, "
+                f"but the teacher store {where} has {store.teacher_count} (teacher "
+                f"list {store.meta.get('list_file')}). Add teachers to that list "
+                "and write the store again, or leave the option out."
+            )
+        if not store.has_leave_one_out:
+            raise RecipeError(
+                f"{key} {value} needs the teachers' leave-one-out scores and "
+                f"disagreement, which the unlabelled part of {where} lacks "
+                f"(format version {store.unlabelled_meta.get('format_version')})."
+                " Write it again: save_teachers.py with the same teacher list, "
+                "--unlabelled and --overwrite True."
+            )
+    return threshold
+
+
+def mixed_train_manifest(
+    train_json, unlabelled_json, pseudo_refs, labels, out_json,
+    disagreement=None, max_disagreement=None,
+):  # fmt: skip
     """Writes the student's training manifest: train's entries, then the
     unlabelled audio with its consensus as ``phn``; ``kd_split`` says which
     split of the store holds each utterance's targets.
 
     ``pseudo_refs``: {utt_id: label ids}; ``labels``: the store's labels
     (``labels[i]`` is label id i). An utterance whose consensus is empty (no
-    teacher heard a phone) is left out. Returns the counts and hours of each
-    kind, for the run's record.
+    teacher heard a phone) is left out, and so is one whose teachers'
+    ``disagreement`` ({utt_id: %}) is above ``max_disagreement`` (None: no
+    filter). Returns the counts and hours of each kind, for the run's record.
     """
     with open(train_json, encoding="utf-8") as f:
         entries = {k: {**v, "kd_split": "train"} for k, v in json.load(f).items()}
     with open(unlabelled_json, encoding="utf-8") as f:
         unlabelled = json.load(f)
+    kept = keep_by_disagreement(disagreement, max_disagreement, unlabelled)
     seen = {"labelled": _amount(entries.values()), "unlabelled_empty_consensus": 0}
+    if max_disagreement is not None:
+        dropped = [unlabelled[u] for u in unlabelled if u not in kept]
+        seen["unlabelled_max_disagreement"] = max_disagreement
+        seen["unlabelled_dropped_disagreement"] = _amount(dropped)
     used = []
     for utt_id, entry in unlabelled.items():
+        if utt_id not in kept:
+            continue
         ref = [labels[int(i)] for i in pseudo_refs[utt_id]]
         if not ref:
             seen["unlabelled_empty_consensus"] += 1
@@ -134,6 +195,38 @@ def mixed_train_manifest(train_json, unlabelled_json, pseudo_refs, labels, out_j
         json.dump(entries, f, indent=1)
     os.replace(tmp, out_json)
     return seen
+
+
+def keep_by_disagreement(disagreement, max_disagreement, utt_ids):
+    """The utterances of ``utt_ids`` a disagreement threshold keeps: those
+    whose teachers' disagreement ({utt_id: %}) is at most ``max_disagreement``
+    (None: all of them). Keeping none is a RecipeError naming the option and
+    the lowest disagreement there is."""
+    if max_disagreement is None:
+        return set(utt_ids)
+    kept = {u for u in utt_ids if disagreement[u] <= max_disagreement}
+    if utt_ids and not kept:
+        lowest = min(disagreement[u] for u in utt_ids)
+        raise RecipeError(
+            f"unlabelled_max_disagreement {max_disagreement} keeps none of the "
+            f"{len(utt_ids)} unlabelled utterances (the teachers' lowest "
+            f"disagreement there is {lowest:.2f} %): give a larger value (see "
+            "tools/consensus_quality.py --thresholds for what each keeps), or "
+            "null for no filter."
+        )
+    return kept
+
+
+def dropped_note(seen):
+    """'; N (H h) left out: teachers' disagreement above X %' for the run's
+    record, when ``mixed_train_manifest`` filtered by disagreement."""
+    if "unlabelled_dropped_disagreement" not in seen:
+        return ""
+    dropped = seen["unlabelled_dropped_disagreement"]
+    return (
+        f"; {dropped['utterances']} ({dropped['hours']:.3f} h) left out: "
+        f"teachers' disagreement above {seen['unlabelled_max_disagreement']} %"
+    )
 
 
 def _amount(entries):
@@ -239,23 +332,47 @@ class KDBrain(ASRBrain):
         super().on_stage_start(stage, epoch)
         self.weight_sums = {}
 
+    def compute_objectives(self, predictions, batch, stage):
+        if stage == sb.Stage.TRAIN and _is_mixed(batch):
+            # Each row's supervised losses once: per kind of row, and the
+            # logged whole-batch values pooled from them (``mixed_objective``).
+            total, sup_ctc, sup_seq = self.mixed_objective(predictions, batch)
+            self.log_loss_part("ctc_loss", sup_ctc)
+            self.log_loss_part("seq_loss", sup_seq)
+            return total
+        return super().compute_objectives(predictions, batch, stage)
+
     def combine_losses(self, loss_ctc, loss_seq, predictions, batch, stage):
         if stage != sb.Stage.TRAIN:
             return super().combine_losses(loss_ctc, loss_seq, predictions, batch, stage)
+        if _is_mixed(batch):
+            return self.mixed_objective(predictions, batch)[0]
+        _, eos_lens = batch.phn_encoded_eos
+        ctc, seq = self._objective(
+            loss_ctc, loss_seq, predictions, batch.teacher, eos_lens, self.hparams.alpha
+        )
+        return self.hparams.ctc_weight * ctc + (1 - self.hparams.ctc_weight) * seq
+
+    def mixed_objective(self, predictions, batch):
+        """A batch with unlabelled audio: (objective, supervised CTC loss,
+        supervised attention loss) of the whole batch.
+
+        Its labelled and its unlabelled rows each get their own objective
+        (``alpha``, ``unlabelled_alpha``; a strategy's batch weights from each
+        kind's own PERs), computed on those rows alone; each branch is then
+        pooled with its own normaliser (``pooled_mean``: utterances for CTC,
+        tokens for attention), so that the batch's loss is the mean over all
+        its rows (utterances, tokens) of each row's own objective. Slicing
+        keeps the padded widths, so the relative lengths stay valid.
+        """
         hp = self.hparams
-        unlabelled = getattr(batch, "unlabelled", None)
-        if unlabelled is None or not bool(unlabelled.any()):
-            _, eos_lens = batch.phn_encoded_eos
-            return self._objective(
-                loss_ctc, loss_seq, predictions, batch.teacher, eos_lens, hp.alpha
-            )
-        # A batch with unlabelled audio: its labelled and its unlabelled
-        # utterances each get their own objective (alpha, unlabelled_alpha;
-        # a strategy's batch weights from each group's own PERs), weighted by
-        # their share of the batch. Slicing keeps the padded widths, so the
-        # relative lengths stay valid.
-        total = 0.0
-        for mask, alpha in ((~unlabelled, hp.alpha), (unlabelled, hp.unlabelled_alpha)):
+        width = batch.phn_encoded_eos[0].shape[1]
+        groups = {"ctc": [], "seq": [], "sup_ctc": [], "sup_seq": []}
+        utterances, tokens = [], []
+        for mask, alpha in (
+            (~batch.unlabelled, hp.alpha),
+            (batch.unlabelled, hp.unlabelled_alpha),
+        ):
             index = mask.nonzero().squeeze(1)
             if index.numel() == 0:
                 continue
@@ -271,20 +388,28 @@ class KDBrain(ASRBrain):
             )
             sup_ctc, sup_seq = self.supervised_losses(part, labels)
             teacher = {k: v.index_select(0, index) for k, v in batch.teacher.items()}
-            share = index.numel() / len(unlabelled)
-            total = total + share * self._objective(
-                sup_ctc, sup_seq, part, teacher, labels.phn_encoded_eos[1], alpha
-            )
-        return total
+            eos_lens = labels.phn_encoded_eos[1]
+            ctc, seq = self._objective(sup_ctc, sup_seq, part, teacher, eos_lens, alpha)
+            for name, value in zip(groups, (ctc, seq, sup_ctc, sup_seq), strict=True):
+                groups[name].append(value)
+            utterances.append(index.numel())
+            tokens.append(float(torch.round(eos_lens * width).sum()))
+        pooled = {
+            name: pooled_mean(values, utterances if "ctc" in name else tokens)
+            for name, values in groups.items()
+        }
+        total = hp.ctc_weight * pooled["ctc"] + (1 - hp.ctc_weight) * pooled["seq"]
+        return total, pooled["sup_ctc"], pooled["sup_seq"]
 
     def _objective(self, sup_ctc, sup_seq, predictions, targets, eos_lens, alpha):
-        """One group's objective: supervised and distillation losses mixed by
-        ``alpha`` (``kd_objective``); at alpha 0 the supervised losses alone,
+        """One kind of rows' objective, its two branches (loss_ctc, loss_seq)
+        before ``ctc_weight``: supervised and distillation losses mixed by
+        ``alpha`` (``branch_losses``); at alpha 0 the supervised losses alone,
         exactly a teacher's objective (the control of a distilled student
         started from the same checkpoint, and self-training on the consensus)."""
         hp = self.hparams
         if alpha == 0:
-            return hp.ctc_weight * sup_ctc + (1 - hp.ctc_weight) * sup_seq
+            return sup_ctc, sup_seq
         w_ctc, w_seq = strategy_weights(
             hp.strategy,
             targets["ctc_per"],
@@ -313,14 +438,12 @@ class KDBrain(ASRBrain):
         else:  # the CTC branch learns from the reference alone
             kd_ctc = p_ctc.new_zeros(())
         kd_seq = seq_kd_loss(p_seq, targets["att_dist"], w_seq, eos_lens)
-        total, parts = kd_objective(
-            kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, hp.temperature,
-            hp.ctc_weight, hp.distill_ctc,
-        )  # fmt: skip
-        self.log_loss_part("kd_ctc", parts["kd_ctc"])
-        self.log_loss_part("kd_seq", parts["kd_seq"])
+        self.log_loss_part("kd_ctc", kd_ctc)
+        self.log_loss_part("kd_seq", kd_seq)
         self._add_weights("seq", w_seq)
-        return total
+        return branch_losses(
+            kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, hp.temperature, hp.distill_ctc
+        )
 
     def _add_weights(self, name, weights):
         """Accumulates this epoch's teacher weights [B, N] for the summary."""
@@ -355,6 +478,12 @@ class KDBrain(ASRBrain):
             self.train_stats[f"w_{name}_top"] = values["mean_top_weight"]
         if sb.utils.distributed.if_main_process():
             append_weights_log(self.hparams.weights_log, epoch, summary)
+
+
+def _is_mixed(batch):
+    """Does a training batch hold unlabelled audio (``KDBatch.unlabelled``)?"""
+    unlabelled = getattr(batch, "unlabelled", None)
+    return unlabelled is not None and bool(unlabelled.any())
 
 
 def _rows(padded, index):

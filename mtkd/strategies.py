@@ -48,6 +48,11 @@ longest hypothesis, L+1 decoder steps):
   then a single cross-entropy O(B*(L+1)*V), instead of N of them.
 - The weight functions are O(B*N); ``kd_objective`` is scalar arithmetic.
 
+A batch of labelled and unlabelled audio has one objective per kind of row
+(``alpha``, ``unlabelled_alpha``). ``pooled_mean`` weighs each kind's branch
+losses by its own normaliser, utterances for CTC, tokens for attention, so
+the batch's loss is what one loss over all its rows would be.
+
 Temperature T (``student_kd_log_probs``): the original recipe stores the
 teachers' distributions at T, leaves the student at T = 1 and multiplies the KD
 terms by T^2 (the default). ``soften_student`` gives Hinton et al.'s form,
@@ -329,6 +334,24 @@ def _detached(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
 
+def branch_losses(
+    kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, distill_ctc=True
+):
+    """The two branches of the student's objective, before ``ctc_weight``.
+
+    loss_ctc = T^2 * alpha * kd_ctc + (1 - alpha) * sup_ctc (just sup_ctc
+    without ``distill_ctc``), loss_seq = T^2 * alpha * kd_seq + (1 - alpha) *
+    sup_seq. Arguments as ``kd_objective``; returns (loss_ctc, loss_seq),
+    scalars with their gradients.
+    """
+    kd_scale = temperature**2 * alpha
+    if distill_ctc:
+        loss_ctc = kd_scale * kd_ctc + (1 - alpha) * sup_ctc
+    else:
+        loss_ctc = sup_ctc
+    return loss_ctc, kd_scale * kd_seq + (1 - alpha) * sup_seq
+
+
 def kd_objective(
     kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, ctc_weight, distill_ctc=True
 ):
@@ -361,12 +384,9 @@ def kd_objective(
         ``total`` the scalar to back-propagate; ``parts`` a dict of detached
         values for logging: kd_ctc, kd_seq, sup_ctc, sup_seq, loss_ctc, loss_seq.
     """
-    kd_scale = temperature**2 * alpha
-    if distill_ctc:
-        loss_ctc = kd_scale * kd_ctc + (1 - alpha) * sup_ctc
-    else:
-        loss_ctc = sup_ctc
-    loss_seq = kd_scale * kd_seq + (1 - alpha) * sup_seq
+    loss_ctc, loss_seq = branch_losses(
+        kd_ctc, kd_seq, sup_ctc, sup_seq, alpha, temperature, distill_ctc
+    )
     total = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_seq
     parts = {
         "kd_ctc": kd_ctc,
@@ -377,6 +397,30 @@ def kd_objective(
         "loss_seq": loss_seq,
     }
     return total, {name: _detached(value) for name, value in parts.items()}
+
+
+def pooled_mean(values, counts):
+    """The mean over a batch of losses computed on its groups of rows.
+
+    A loss that is a mean over a batch's rows (CTC: over utterances) or over
+    its tokens (attention: over decoder positions), computed on each group of
+    rows alone, gives the whole batch's loss once each is weighted by its
+    group's own normaliser: sum_g counts_g * values_g / sum_g counts_g.
+
+    Arguments
+    ---------
+    values : list of G scalars (tensors or floats), one loss per group.
+    counts : list of G numbers, each group's normaliser (utterances for a
+        per-utterance mean, tokens for a per-token mean), at least one > 0.
+
+    Returns
+    -------
+    Scalar of the values' type (differentiable through tensor values).
+    """
+    total = sum(float(c) for c in counts)
+    return sum(
+        value * (float(c) / total) for value, c in zip(values, counts, strict=True)
+    )
 
 
 def weight_entropy(W):

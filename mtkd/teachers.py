@@ -20,13 +20,14 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.edit_distance import wer_details_for_batch
 
 from mtkd import RecipeError
-from mtkd.consensus import consensus
+from mtkd.consensus import consensus, unlabelled_scores
 from mtkd.disk import file_checksum
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR, make_features
 from mtkd.runs import RunFolder, best_checkpoint_model_path
@@ -432,7 +433,8 @@ class UttTargets:
 
     ``ctc_hyp`` [H] int64 label ids; ``att_dist`` [L+1, V] float32 (rows sum to
     1); ``ctc_per`` / ``att_per`` percent in [0, 100]; ``ctc_edits`` /
-    ``att_edits`` uncapped edit counts (for corpus-level PER).
+    ``att_edits`` uncapped edit counts (for corpus-level PER); ``att_hyp``
+    [L'] int64 the teacher-forced argmax cut at eos (not stored).
     """
 
     ctc_hyp: torch.Tensor
@@ -441,6 +443,7 @@ class UttTargets:
     att_per: float
     ctc_edits: int
     att_edits: int
+    att_hyp: torch.Tensor = None
 
 
 def crop_waveforms(wavs, wav_lens):
@@ -589,6 +592,7 @@ def _targets_against(teacher, encoded, ctc_hyps, refs, temperature):
             att_per=att_pers[b][0],
             ctc_edits=ctc_pers[b][1],
             att_edits=att_pers[b][1],
+            att_hyp=att_hyps[b],
         )
         for b in range(len(refs))
     ]
@@ -633,16 +637,21 @@ def teacher_targets(teachers, wavs, wav_lens, refs, temperature=1.0):
 
 
 @torch.no_grad()
-def consensus_targets(teachers, wavs, wav_lens, temperature=1.0):
-    """Targets for audio without a reference: (targets[b][k], chosen[b]).
+def consensus_targets(teachers, wavs, wav_lens, temperature=1.0, priority=None):
+    """Targets for audio without a reference: (targets[b][k], scores).
 
     Every teacher's encoder runs once and gives its greedy CTC hypothesis;
-    the medoid of the N hypotheses (``mtkd.consensus.consensus``) is the
-    utterance's pseudo-reference, ``chosen[b]`` the teacher whose hypothesis
-    it is. Every teacher's decoder is then teacher-forced on it, from the
-    encoder outputs already computed (no second pass), and its PERs are
-    measured against it. ``teachers`` must be every teacher of the list:
-    the consensus is theirs.
+    the medoid of the N hypotheses (``mtkd.consensus.consensus``; ties: the
+    lowest ``priority``, the teachers' valid PER, then list order) is the
+    utterance's pseudo-reference. Every teacher's decoder is then
+    teacher-forced on it, from the encoder outputs already computed (no
+    second pass), and its PERs are measured against it. ``teachers`` must be
+    every teacher of the list: the consensus is theirs.
+
+    ``scores``: {``consensus_teacher`` [B] int32, the teacher whose
+    hypothesis is the pseudo-reference; and ``unlabelled_scores``'s
+    ``loo_teacher``, ``loo_ctc_per``, ``loo_att_per`` [B, N] and
+    ``disagreement`` [B]}, from the same pairwise distances.
     """
     runs = [
         _encode_and_decode_ctc(teacher, feats, temperature)
@@ -650,13 +659,15 @@ def consensus_targets(teachers, wavs, wav_lens, temperature=1.0):
             teachers, _shared_features(teachers, wavs, wav_lens), strict=True
         )
     ]
-    chosen, refs = [], []
-    for b in range(wavs.shape[0]):
-        index, _ = consensus([hyps[b].tolist() for _, hyps in runs])
-        chosen.append(index)
-        refs.append(runs[index][1][b])
+    hyps = [[h[b].tolist() for _, h in runs] for b in range(wavs.shape[0])]
+    chosen, distances = zip(*(consensus(h, priority) for h in hyps), strict=True)
+    refs = [runs[k][1][b] for b, k in enumerate(chosen)]
     per_teacher = [
         _targets_against(teacher, encoded, ctc_hyps, refs, temperature)
         for teacher, (encoded, ctc_hyps) in zip(teachers, runs, strict=True)
     ]
-    return [list(row) for row in zip(*per_teacher, strict=True)], chosen
+    targets = [list(row) for row in zip(*per_teacher, strict=True)]
+    att_hyps = [[t.att_hyp.tolist() for t in row] for row in targets]
+    scores = unlabelled_scores(distances, hyps, att_hyps, chosen, priority)
+    scores["consensus_teacher"] = np.asarray(chosen, dtype=np.int32)
+    return targets, scores

@@ -4,7 +4,16 @@ against it; numbers worked out by hand, and a naive DP as the oracle."""
 import numpy as np
 import pytest
 
-from mtkd.consensus import consensus, edit_distances, error_rates_against
+from mtkd.consensus import (
+    consensus,
+    disagreement,
+    edit_distances,
+    error_rates_against,
+    leave_one_out,
+    medoid,
+    rates_from_edits,
+    unlabelled_scores,
+)
 
 
 def naive_distance(a, b):
@@ -64,3 +73,67 @@ def test_error_rates_against_the_consensus():
     assert rates.dtype == np.float32
     assert rates.tolist() == pytest.approx([0.0, 100 / 3, 100.0, 100.0])
     assert error_rates_against([[], [1]], []).tolist() == [0.0, 100.0]
+
+
+# The four hypotheses of test_consensus_is_the_medoid and their distances.
+HYPS = [[1, 2, 3], [1, 2, 4], [1, 2, 3, 5], [9]]
+
+
+def test_ties_go_to_the_lower_valid_per_then_to_the_list():
+    _, distances = consensus(HYPS)
+    # Over the members {0, 1, 3}, 0 and 1 tie: 0: d01 + d03 = 1 + 3 = 4;
+    # 1: d01 + d13 = 1 + 3 = 4; 3: d03 + d13 = 3 + 3 = 6.
+    assert medoid(distances, [0, 1, 3]) == 0  # no priority: the list order
+    assert medoid(distances, [0, 1, 3], priority=[5.0, 3.0, 4.0, 9.0]) == 1
+    assert medoid(distances, [0, 1, 3], priority=[3.0, 3.0, 4.0, 9.0]) == 0
+    # Two teachers always tie: the one with the lower valid PER wins.
+    assert consensus([[1], [2]])[0] == 0
+    assert consensus([[1], [2]], priority=[9.0, 3.0])[0] == 1
+    # A clear medoid is not moved by the priority.
+    assert consensus(HYPS, priority=[9.0, 1.0, 1.0, 1.0])[0] == 0
+
+
+def test_leave_one_out_is_the_medoid_of_the_others():
+    _, distances = consensus(HYPS)
+    # without 0: totals over {1, 2, 3}: 1: 2 + 3 = 5, 2: 2 + 4 = 6, 3: 7 -> 1
+    # without 1: {0, 2, 3}: 0: 1 + 3 = 4, 2: 1 + 4 = 5, 3: 7 -> 0
+    # without 2: {0, 1, 3}: 0: 4, 1: 4 (a tie), 3: 6 -> 0, or 1 by valid PER
+    # without 3: {0, 1, 2}: 0: 1 + 1 = 2, 1: 3, 2: 3 -> 0
+    assert leave_one_out(distances).tolist() == [1, 0, 0, 0]
+    assert leave_one_out(distances, [5.0, 3.0, 4.0, 9.0]).tolist() == [1, 0, 1, 0]
+    # Two teachers: each one's reference is the other's hypothesis.
+    assert leave_one_out(consensus([[1], [2, 3]])[1]).tolist() == [1, 0]
+    assert leave_one_out(consensus([[7]])[1]).tolist() == [-1]  # nobody else
+
+
+def test_disagreement_is_the_mean_pairwise_distance_per_consensus_phone():
+    _, distances = consensus(HYPS)
+    # pairs 1, 1, 3, 2, 3, 4: mean 14 / 6; consensus [1, 2, 3]: 3 phones
+    assert disagreement(distances, 3) == pytest.approx(100 * 14 / 6 / 3)
+    assert disagreement(consensus([[4, 5], [4, 5], [4, 5]])[1], 2) == 0.0
+    assert disagreement(consensus([[], [1, 2, 3]])[1], 0) == 100.0  # capped
+    assert np.isnan(disagreement(consensus([[4, 5]])[1], 2))  # one teacher
+
+
+def test_unlabelled_scores_by_hand():
+    chosen, distances = consensus(HYPS)
+    att = [[1, 2, 3], [1, 2, 3], [1, 2], [1, 2, 3]]
+    got = unlabelled_scores([distances], [HYPS], [att], [chosen])
+    assert got["loo_teacher"].tolist() == [[1, 0, 0, 0]]
+    assert got["loo_teacher"].dtype == np.int32
+    # CTC: d(0, 1), d(1, 0), d(2, 0), d(3, 0) = 1, 1, 1, 3 over 3 phones each
+    third = 100 / 3
+    assert got["loo_ctc_per"][0].tolist() == pytest.approx([third, third, third, 100])
+    # attention: [1, 2, 3] vs [1, 2, 4]: 1; vs [1, 2, 3]: 0; [1, 2] vs it: 1; 0
+    assert got["loo_att_per"][0].tolist() == pytest.approx([third, 0, third, 0])
+    assert got["disagreement"].tolist() == pytest.approx([100 * 14 / 18])
+    # One teacher: no other to score it against.
+    _, alone = consensus([[4, 5]])
+    got = unlabelled_scores([alone], [[[4, 5]]], [[[4, 5]]], [0])
+    assert np.isnan(got["loo_ctc_per"]).all() and np.isnan(got["disagreement"]).all()
+
+
+def test_rates_from_edits_as_the_stores_pers():
+    rates = rates_from_edits([0, 1, 5, 0, 2], [4, 4, 4, 0, 0])
+    assert rates.dtype == np.float32
+    assert rates.tolist() == pytest.approx([0.0, 25.0, 100.0, 0.0, 100.0])

@@ -52,11 +52,13 @@ def test_plan_of_the_other_groups(tmp_path):
     by_name = {job.name: job for job in jobs}
     assert len(by_name) == len(jobs)  # no two runs share a name or folder
     assert len({job.folder for job in jobs}) == len(jobs)
-    # Three stores: 3 teachers at T = 1 and 2, all 10 teachers at T = 1; and
-    # the unlabelled part of the first.
+    # Three stores: 3 teachers at T = 1 and 2, all 10 teachers at T = 1; the
+    # unlabelled part of the first; the generations' stores (one per seed).
     stores = [job for job in jobs if job.name.startswith("store-")]
     assert [s.name for s in stores] == [
-        "store-t3-T1", "store-t3-T2", "store-t10-T1", "store-t3-T1-unlabelled"
+        "store-t3-T1", "store-t3-T2", "store-t10-T1", "store-t3-T1-unlabelled-4x",
+        "store-t3+gen1-4x-T1-seed0", "store-t3+gen2-4x-T1-seed0",
+        "store-gen1-4x-T1-seed0",
     ]  # fmt: skip
     assert flag(stores[1], "temperature") == "2.0"
     assert stores[2].after == [f"tea{k}" for k in range(10)]
@@ -70,7 +72,7 @@ def test_plan_of_the_other_groups(tmp_path):
     small = by_name["best-small/seed0"], by_name["baseline-small/seed0"]
     assert [flag(job, "rnn_neurons") for job in small] == ["36", "36"]
     assert by_name["weighted-10teachers/seed0"].after == ["store-t10-T1"]
-    # Groups in order: stopping early leaves whole groups; unlabelled last.
+    # Groups in order: stopping early leaves whole groups; iterate last.
     names = [job.name for job in jobs]
     assert names.index("weighted-10teachers/seed0") < names.index(
         "paper-labels-only/seed0"
@@ -78,7 +80,8 @@ def test_plan_of_the_other_groups(tmp_path):
     assert names.index("paper-weighted-10teachers/seed0") < names.index(
         "pseudo-1x/seed0"
     )
-    assert jobs[-1].name == "pseudo-matched/seed0"
+    assert names.index("pseudo-matched/seed0") < names.index("gen1-4x/seed0")
+    assert jobs[-1].name == "teacher-tea3/seed0"
 
 
 def test_plan_of_the_paper_group(tmp_path):
@@ -217,18 +220,20 @@ def test_plan_of_the_unlabelled_group(tmp_path):
     args, jobs = plan(tmp_path, "--groups", "unlabelled", "--models", "baseline",
                       "pseudo-1x", "weighted-2x", "oracle-1x")  # fmt: skip
     by_name = {job.name: job for job in jobs}
-    part = by_name["store-t3-T1-unlabelled"]
+    # Over the whole (4x) pool; it replaces an older study's 2x part.
+    part = by_name["store-t3-T1-unlabelled-4x"]
     assert part.after == ["store-t3-T1"]
-    assert flag(part, "unlabelled") == str(tmp_path / "unlabelled" / "2x.json")
+    assert flag(part, "unlabelled") == str(tmp_path / "unlabelled" / "4x.json")
     assert flag(part, "store_folder") == by_name["store-t3-T1"].folder + "/store"
-    assert part.done_file.endswith("store/unlabelled-t000-t002.h5")
+    assert flag(part, "overwrite") == "True"
+    assert part.done_file == os.path.join(part.folder, "store_summary.json")
     weighted = by_name["weighted-2x/seed0"]
     assert flag(weighted, "unlabelled") == str(tmp_path / "unlabelled" / "2x.json")
     assert (flag(weighted, "alpha"), flag(weighted, "unlabelled_alpha")) == (
         "0.5",
         "1.0",
     )
-    assert "store-t3-T1-unlabelled" in weighted.after
+    assert "store-t3-T1-unlabelled-4x" in weighted.after
     pseudo = by_name["pseudo-1x/seed2"]
     assert flag(pseudo, "unlabelled").endswith("unlabelled/1x.json")
     assert (flag(pseudo, "alpha"), flag(pseudo, "unlabelled_alpha")) == ("0.0", "0.0")
@@ -526,3 +531,79 @@ def test_a_later_session_continues_from_the_committed_results(tmp_path):
     other = [j for j in other_jobs if j.name == "tea0"]
     with pytest.raises(kd_study.run_demo.RecipeError, match="does not score the test"):
         committed.check_teachers(other)
+
+
+def test_plan_of_the_iterate_group(tmp_path):
+    """Issue 32: leave-one-out scores and the disagreement filter at every
+    pool size with their controls; generations with noise, each from the
+    teachers and the previous generation's student of the same seed (a store
+    per seed); the teachers again at the student seeds."""
+    args, jobs = plan(tmp_path, "--groups", "iterate", "--seeds", "2",
+                      "--student_epochs", "30", "--models", "gen3-4x",
+                      "gen2-alone-4x", "weighted-loo-filter-2x",
+                      "pseudo-filter-2x", "baseline-matched-4x",
+                      "weighted-loo-filter-4x-half", "teacher-tea0")  # fmt: skip
+    by_name = {job.name: job for job in jobs}
+    # gen3 needs gen2, which needs gen1: all are planned.
+    assert {"gen1-4x/seed1", "gen2-4x/seed1", "gen3-4x/seed1"} <= set(by_name)
+    unlabelled = str(tmp_path / "unlabelled")
+    gen1, gen2 = by_name["gen1-4x/seed1"], by_name["gen2-4x/seed1"]
+    assert flag(gen1, "tea_infer_dir").endswith("stores/store-t3-T1/store")
+    assert "store-t3-T1-unlabelled-4x" in gen1.after
+    store = by_name["store-t3+gen1-4x-T1-seed1"]
+    assert store.after == ["tea0", "tea3", "tea5", "gen1-4x/seed1"]
+    assert flag(store, "unlabelled") == os.path.join(unlabelled, "4x.json")
+    assert flag(gen2, "tea_infer_dir") == os.path.join(store.folder, "store")
+    assert gen2.after == ["store-t3+gen1-4x-T1-seed1"]
+    assert by_name["gen3-4x/seed0"].after == ["store-t3+gen2-4x-T1-seed0"]
+    for job in (gen1, gen2, by_name["gen3-4x/seed0"]):
+        assert flag(job, "augment") == "true"  # the noise of Noisy Student
+        assert flag(job, "unlabelled_scores") == "leave_one_out"
+        assert flag(job, "unlabelled_max_disagreement") == "20.0"
+        assert flag(job, "unlabelled") == os.path.join(unlabelled, "4x.json")
+    alone = by_name["gen2-alone-4x/seed0"]
+    assert by_name["store-gen1-4x-T1-seed0"].after == ["gen1-4x/seed0"]
+    assert "--unlabelled_scores" not in alone.argv  # one teacher: no consensus
+    assert "--unlabelled_max_disagreement" not in alone.argv
+    # The matched self-training differs from the filtered student in the
+    # pool rows' objective alone.
+    kd, pseudo = (
+        by_name["weighted-loo-filter-2x/seed0"],
+        by_name["pseudo-filter-2x/seed0"],
+    )
+    differ = [(a, b) for a, b in zip(pseudo.argv, kd.argv, strict=True) if a != b]
+    assert differ == [(pseudo.folder, kd.folder), ("0.0", "1.0")]
+    assert flag(kd, "unlabelled") == os.path.join(unlabelled, "2x.json")
+    matched = by_name["baseline-matched-4x/seed0"]
+    assert matched.argv[0] == "train_teacher.py"
+    assert flag(matched, "number_of_epochs") == "150"  # 30 x (1 + 4)
+    half = by_name["weighted-loo-filter-4x-half/seed0"]
+    assert flag(half, "rnn_neurons") == "62"
+    teacher = by_name["teacher-tea0/seed1"]
+    assert teacher.argv[:2] == ["train_teacher.py", "hparams/teachers/tea0.yaml"]
+    assert (flag(teacher, "seed"), flag(teacher, "rnn_neurons")) == ("2001", "96")
+    assert kd_study.matched_epochs(30, "4x") == 150
+    assert kd_study.generation_of("t3+gen2-4x") == "gen2-4x"
+    assert kd_study.generation_of("t3") is None
+
+
+def test_the_demo_takes_a_larger_pool(tmp_path):
+    """run_demo.py --unlabelled --pool_multiple 4: the baseline trains five
+    times the epochs (as many updates as a student on train + 4x the audio),
+    its own default folder, and a demo folder with another pool is refused."""
+    import run_demo
+
+    args = run_demo.parse_args(["--quick", "--unlabelled", "--pool_multiple", "4"])
+    assert args.output_folder == "results/demo_unlabelled_4x_quick"
+    args.output_folder = str(tmp_path / "d")
+    jobs = run_demo.build_jobs(args, str(tmp_path / "TIMIT"))
+    baseline = next(job for job in jobs if job.name.startswith("student-baseline"))
+    assert flag(baseline, "number_of_epochs") == str(5 * args.student_epochs)
+    with pytest.raises(SystemExit):
+        run_demo.parse_args(["--pool_multiple", "4"])  # no pool without it
+    pool = tmp_path / "TIMIT" / "POOL"
+    pool.mkdir(parents=True)
+    (pool / "MINI_POOL.json").write_text(json.dumps({"options": {"pool_speakers": 6}}))
+    run_demo.check_pool_size(str(tmp_path / "TIMIT"), 6, str(tmp_path))
+    with pytest.raises(run_demo.DemoError, match="holds a pool of 6 speakers"):
+        run_demo.check_pool_size(str(tmp_path / "TIMIT"), 24, str(tmp_path))

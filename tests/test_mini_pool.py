@@ -85,8 +85,29 @@ def test_same_arguments_same_bytes_and_the_corpus_is_untouched(pools):
     assert corpus_fingerprint(a) == before_a
     again = make_mini_pool(a, pool_speakers=3, per_speaker=2)
     assert again["reused"]
-    with pytest.raises(MiniTimitError, match="delete it to make the pool again"):
-        make_mini_pool(a, pool_speakers=4, per_speaker=2)
+    for speakers, per_speaker in ((2, 2), (4, 3)):  # fewer speakers, other texts
+        with pytest.raises(MiniTimitError, match="delete it to make the pool again"):
+            make_mini_pool(a, pool_speakers=speakers, per_speaker=per_speaker)
+
+
+def test_a_pool_grows_to_the_bytes_of_a_larger_one(pools, mini_corpus, tmp_path):
+    """The study's 1x and 2x pools stay inside its 4x pool: 2 speakers grown
+    to 3 are the 3-speaker pool made at once, byte for byte."""
+    corpus = str(tmp_path / "TIMIT")
+    shutil.copytree(mini_corpus, corpus)
+    small = make_mini_pool(corpus, pool_speakers=2, per_speaker=2)
+    pool = os.path.join(corpus, POOL_FOLDER)
+    first_two = tree_digest(pool)
+    stray = os.path.join(pool, "DR9", "MXYZ0")  # left by an interrupted growth
+    os.makedirs(stray)
+    grown = make_mini_pool(corpus, pool_speakers=3, per_speaker=2)
+    assert not os.path.exists(os.path.dirname(stray))
+    assert tree_digest(pool) == tree_digest(os.path.join(pools[0][0], POOL_FOLDER))
+    assert tree_digest(pool) != first_two
+    assert not grown["reused"] and grown["grown_from"] == 2
+    assert (small["utterances"], grown["utterances"]) == (4, 6)
+    assert grown["seconds"] == pytest.approx(pools[0][1]["seconds"], abs=0.05)
+    assert make_mini_pool(corpus, pool_speakers=3, per_speaker=2)["reused"]
 
 
 def test_pool_is_an_unlabelled_source(pools, tmp_path):

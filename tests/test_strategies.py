@@ -12,10 +12,12 @@ from speechbrain.nnet.losses import ctc_loss_kd, nll_loss_kd
 from mtkd.strategies import (
     MIN_CTC_WEIGHT,
     best_teacher_weights,
+    branch_losses,
     ctc_kd_loss,
     kd_objective,
     mean_teacher_weights,
     merge_ctc_targets,
+    pooled_mean,
     seq_kd_loss,
     softmax_weights,
     strategy_weights,
@@ -472,6 +474,31 @@ def test_kd_objective_by_hand():
     total, parts = kd_objective(1.5, 0.8, 2.0, 1.2, 0.5, 2.0, 0.3, distill_ctc=False)
     assert total == pytest.approx(2.14)
     assert parts["loss_ctc"] == 2.0 and parts["loss_seq"] == pytest.approx(2.2)
+
+
+def test_branch_losses_by_hand():
+    # as test_kd_objective_by_hand: loss_ctc 4.0, loss_seq 2.2
+    assert branch_losses(1.5, 0.8, 2.0, 1.2, 0.5, 2.0) == pytest.approx((4.0, 2.2))
+    # attention branch alone: loss_ctc = sup_ctc
+    got = branch_losses(1.5, 0.8, 2.0, 1.2, 0.5, 2.0, distill_ctc=False)
+    assert got == pytest.approx((2.0, 2.2))
+
+
+def test_pooled_mean_weighs_each_group_by_its_normaliser():
+    # 2 labelled utterances of 10 tokens with loss 3, 2 unlabelled of 11 with
+    # loss 1: per utterance (2 * 3 + 2 * 1) / 4 = 2; per token
+    # (10 * 3 + 11 * 1) / 21 = 41 / 21
+    assert pooled_mean([3.0, 1.0], [2, 2]) == pytest.approx(2.0)
+    assert pooled_mean([3.0, 1.0], [10, 11]) == pytest.approx(41 / 21)
+    assert pooled_mean([5.0], [7]) == 5.0  # one group: itself, exactly
+    # The mean over a batch equals the pooled means over its groups.
+    per_token = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0])
+    pooled = pooled_mean([per_token[:2].mean(), per_token[2:].mean()], [2, 3])
+    close(pooled, per_token.mean(), rtol=1e-6)
+    # Gradients flow into every group.
+    values = torch.tensor([3.0, 1.0], requires_grad=True)
+    pooled_mean([values[0], values[1]], [1, 3]).backward()
+    close(values.grad, [0.25, 0.75])
 
 
 # One utterance, one frame / decoder step, two labels, at T = 2. Teacher logits

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from types import SimpleNamespace
 
 import h5py
@@ -17,15 +18,18 @@ import speechbrain as sb
 import torch
 from conftest import REPO, run_script
 from test_save_teachers import YAML as SAVE_YAML
+from test_teacher_store import copy_run
 from test_train_kd import SMALL_STUDENT, run_kd
 
 import save_teachers
 from mtkd import RecipeError
 from mtkd.brain import Predictions
-from mtkd.consensus import consensus, error_rates_against
-from mtkd.distill import KDBrain
+from mtkd.consensus import consensus, edit_distances, error_rates_against
+from mtkd.distill import KDBrain, keep_by_disagreement, mixed_train_manifest
+from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import StoreError, TeacherStore
 from mtkd.store.format import UNLABELLED, unlabelled_part_files
+from mtkd.teachers import TeacherListError
 
 KD_YAML = os.path.join(REPO, "hparams/train_kd.yaml")
 
@@ -89,10 +93,15 @@ def test_pseudo_reference_is_the_medoid_and_pers_are_against_it(unlabelled_store
     ref_lens = store.reference_lengths(UNLABELLED)
     utt_ids = store.utterance_ids(UNLABELLED)
     assert chosen.shape == ref_lens.shape == (len(utt_ids),)
+    # Ties (with two teachers, every utterance) go to the lower valid PER,
+    # the labelled parts' greedy CTC PER on valid, recorded in the part.
+    valid_per = store.corpus_per("valid")["ctc"]
+    assert store.unlabelled_meta["tie_break"]["valid_ctc_per"] == valid_per
+    assert store.unlabelled_meta["format_version"] == 3
     for row, utt_id in enumerate(utt_ids):
         got = store.get(UNLABELLED, utt_id)
         hyps = [h.tolist() for h in got["ctc_hyps"]]
-        index, _ = consensus(hyps)
+        index, _ = consensus(hyps, priority=valid_per)
         reference = store.pseudo_reference(utt_id).tolist()
         assert reference == hyps[index]
         assert int(chosen[row]) == index
@@ -106,6 +115,71 @@ def test_pseudo_reference_is_the_medoid_and_pers_are_against_it(unlabelled_store
         expected = error_rates_against(hyps, reference)
         assert np.allclose(got["ctc_per"].numpy(), expected, atol=1e-4)
         assert float(got["ctc_per"][index]) == 0.0
+
+
+def test_leave_one_out_scores_and_disagreement_of_two_teachers(unlabelled_store):
+    """With two teachers each one's leave-one-out reference is the other's
+    hypothesis; the disagreement is their distance per consensus phone."""
+    store = TeacherStore(unlabelled_store[0])
+    assert store.has_leave_one_out
+    loo_teacher = store.unlabelled_array("loo_teacher")
+    assert loo_teacher.tolist() == [[1, 0]] * len(loo_teacher)
+    spread = store.unlabelled_array("disagreement")
+    for row, utt_id in enumerate(store.utterance_ids(UNLABELLED)):
+        loo = store.get(UNLABELLED, utt_id, "leave_one_out")
+        hyps = [h.tolist() for h in loo["ctc_hyps"]]
+        other = error_rates_against([hyps[0]], hyps[1]).tolist()
+        other += error_rates_against([hyps[1]], hyps[0]).tolist()
+        assert np.allclose(loo["ctc_per"].numpy(), other, atol=1e-4)
+        distance = edit_distances([(hyps[0], hyps[1])])[0]
+        length = len(store.pseudo_reference(utt_id))
+        expected = min(100.0 * distance / max(length, 1), 100.0)
+        assert spread[row] == pytest.approx(expected, rel=1e-6)
+    summary = store.summary()
+    loo_summary = summary["splits"][UNLABELLED]["leave_one_out"]
+    assert loo_summary["disagreement_mean"] == pytest.approx(float(spread.mean()))
+    with pytest.raises(ValueError, match="scores must be one of"):
+        store.get(UNLABELLED, store.utterance_ids(UNLABELLED)[0], "loo")
+
+
+def _as_version_2(part):
+    """Turns an unlabelled part into what format version 2 wrote."""
+    with h5py.File(part, "a") as f:
+        for name in ("loo_teacher", "loo_ctc_per", "loo_att_per", "disagreement"):
+            del f[UNLABELLED][name]
+        f.attrs["format_version"] = 2
+        meta = json.loads(f["meta_json"][()])
+        meta["format_version"] = 2
+        del meta["tie_break"]
+        del f["meta_json"]
+        f.create_dataset("meta_json", data=json.dumps(meta))
+
+
+def test_a_version_2_unlabelled_part_still_reads_and_is_rewritten_on_request(
+    mini_corpus, teacher_list, unlabelled_store, tmp_path
+):
+    store_path = str(tmp_path / "store")
+    shutil.copytree(unlabelled_store[0], store_path)
+    (part,) = unlabelled_part_files(store_path)
+    _as_version_2(part)
+    old = TeacherStore(store_path)
+    assert old.has_unlabelled and not old.has_leave_one_out
+    utt_id = old.utterance_ids(UNLABELLED)[0]
+    new = TeacherStore(unlabelled_store[0])
+    assert torch.equal(
+        old.get(UNLABELLED, utt_id)["ctc_per"], new.get(UNLABELLED, utt_id)["ctc_per"]
+    )
+    with pytest.raises(StoreError, match=r"format version 2.*--overwrite True"):
+        old.get(UNLABELLED, utt_id, "leave_one_out")
+    assert "leave_one_out" not in old.summary()["splits"][UNLABELLED]
+    # The same save_teachers.py command stops, saying why; --overwrite
+    # writes the part again at version 3.
+    with pytest.raises(StoreError, match="format version 2, without leave-one-out"):
+        save(mini_corpus, teacher_list, tmp_path / "out", store_path,
+             "--unlabelled", "timit_sa")  # fmt: skip
+    save(mini_corpus, teacher_list, tmp_path / "out", store_path,
+         "--unlabelled", "timit_sa", "--overwrite", "True")  # fmt: skip
+    assert TeacherStore(store_path).has_leave_one_out
 
 
 def test_an_array_task_leaves_the_unlabelled_part_to_a_full_run(
@@ -259,20 +333,64 @@ def _rows(predictions, batch, index):
     return part, sub
 
 
-def test_mixed_batch_objective_is_each_groups_objective_by_its_share():
+def _counted(brain):
+    """Makes ``brain``'s supervised costs count the rows they are given."""
+    rows = {"ctc": 0, "seq": 0}
+    hp = brain.hparams
+    ctc_cost, seq_cost = hp.ctc_cost, hp.seq_cost
+
+    def count(name, cost):
+        def counted(predictions, targets, *lengths):
+            rows[name] += predictions.shape[0]
+            return cost(predictions, targets, *lengths)
+
+        return counted
+
+    hp.ctc_cost, hp.seq_cost = count("ctc", ctc_cost), count("seq", seq_cost)
+    return rows
+
+
+def test_mixed_batch_objective_pools_each_kind_by_its_own_normaliser():
+    """Each kind of row is computed as a batch of its own; the CTC branches
+    are pooled by utterances, the attention branches by tokens (decoder
+    positions with eos): labelled rows 0 and 2 have 6 + 4 = 10 of them,
+    unlabelled rows 1 and 3 have 5 + 6 = 11 (not their 1/2 share of rows)."""
     predictions, batch = _batch(torch.Generator().manual_seed(0))
     batch.unlabelled = torch.tensor([False, True, False, True])
+    brain = _brain(0.5, 1.0)
+    rows = _counted(brain)
+    mixed = brain.compute_objectives(predictions, batch, sb.Stage.TRAIN)
+    branches, sup = {}, {}
+    for kind, index, alpha in (("l", [0, 2], 0.5), ("u", [1, 3], 1.0)):
+        part, sub = _rows(predictions, batch, index)
+        alone = _brain(alpha, alpha)
+        sup[kind] = alone.supervised_losses(part, sub)
+        branches[kind] = alone._objective(
+            *sup[kind], part, sub.teacher, sub.phn_encoded_eos[1], alpha
+        )
+    ctc = (2 * branches["l"][0] + 2 * branches["u"][0]) / 4
+    seq = (10 * branches["l"][1] + 11 * branches["u"][1]) / 21
+    assert torch.allclose(mixed, 0.3 * ctc + 0.7 * seq, rtol=1e-6, atol=0)
+    # The old weighting (each kind's objective by its share of the rows)
+    # gives another number: the test tells the two apart.
+    share = sum(0.5 * (0.3 * c + 0.7 * q) for c, q in branches.values())
+    assert not torch.allclose(mixed, share, rtol=1e-4, atol=0)
+    # Every row's supervised losses are computed once (not once more for the
+    # log), and the logged whole-batch values are what one call over the
+    # whole batch gives.
+    assert rows == {"ctc": 4, "seq": 4}
+    whole_ctc, whole_seq = _brain(0, 0).supervised_losses(predictions, batch)
+    logged = brain.loss_part_averages()
+    assert logged["ctc_loss"] == pytest.approx(float(whole_ctc), rel=1e-6)
+    assert logged["seq_loss"] == pytest.approx(float(whole_seq), rel=1e-6)
+    assert brain.combine_losses(None, None, predictions, batch, sb.Stage.TRAIN) == (
+        pytest.approx(float(mixed), rel=1e-7)
+    )
+
+
+def test_a_batch_of_one_kind_keeps_its_objective_exactly():
+    predictions, batch = _batch(torch.Generator().manual_seed(0))
     train = sb.Stage.TRAIN
-    mixed = _brain(0.5, 1.0).combine_losses(None, None, predictions, batch, train)
-    # The labelled rows (0, 2) at alpha 0.5, the unlabelled (1, 3) at 1.0,
-    # each computed as a batch of its own.
-    expected = 0.0
-    for rows, alpha in (([0, 2], 0.5), ([1, 3], 1.0)):
-        part, sub = _rows(predictions, batch, rows)
-        sup = _brain(alpha, alpha).supervised_losses(part, sub)
-        value = _brain(alpha, alpha).combine_losses(*sup, part, sub, train)
-        expected = expected + 0.5 * value
-    assert torch.allclose(mixed, expected)
     # Without unlabelled rows the objective is exactly the labelled one.
     batch.unlabelled = torch.zeros(4, dtype=torch.bool)
     sup = _brain(0.5, 1.0).supervised_losses(predictions, batch)
@@ -281,6 +399,9 @@ def test_mixed_batch_objective_is_each_groups_objective_by_its_share():
     assert torch.equal(
         plain, _brain(0.5, 0.0).combine_losses(*sup, predictions, batch, train)
     )
+    batch.unlabelled = torch.zeros(4, dtype=torch.bool)
+    brain = _brain(0.5, 1.0)
+    assert torch.equal(plain, brain.compute_objectives(predictions, batch, train))
     # Self-training rows (unlabelled_alpha 0) carry the supervised loss only.
     batch.unlabelled = torch.ones(4, dtype=torch.bool)
     only_sup = _brain(0.5, 0.0).combine_losses(None, None, predictions, batch, train)
@@ -316,3 +437,247 @@ def test_unlabelled_targets_do_not_depend_on_batching(
         ]
         assert torch.allclose(a["att_dist"], b["att_dist"], atol=1e-3, rtol=0)
         assert torch.equal(a["att_per"], b["att_per"])
+
+
+# ------------------------------------------------------------ filtering
+
+
+def test_keep_by_disagreement_by_hand():
+    spread = {"a": 0.0, "b": 12.5, "c": 40.0}
+    assert keep_by_disagreement(spread, None, list(spread)) == {"a", "b", "c"}
+    assert keep_by_disagreement(spread, 12.5, list(spread)) == {"a", "b"}
+    with pytest.raises(RecipeError) as err:
+        keep_by_disagreement(spread, 5, ["b", "c"])
+    assert str(err.value).startswith(
+        "unlabelled_max_disagreement 5 keeps none of the 2 unlabelled utterances "
+        "(the teachers' lowest disagreement there is 12.50 %)"
+    )
+
+
+def test_mixed_manifest_leaves_out_what_the_teachers_disagree_on(tmp_path):
+    train = {"T1": {"wav": "t1.wav", "duration": 3.6, "phn": "sil aa sil"}}
+    pool = {
+        "P1": {"wav": "p1.wav", "duration": 1.8},
+        "P2": {"wav": "p2.wav", "duration": 7.2},
+        "P3": {"wav": "p3.wav", "duration": 3.6},
+    }
+    for name, data in (("train", train), ("pool", pool)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    labels = ["<blank>", "sil", "aa"]
+    refs = {"P1": [1, 2], "P2": [2], "P3": []}
+    out = str(tmp_path / "mixed.json")
+    seen = mixed_train_manifest(
+        str(tmp_path / "train.json"), str(tmp_path / "pool.json"), refs, labels,
+        out, {"P1": 10.0, "P2": 30.0, "P3": 5.0}, 20.0,
+    )  # fmt: skip
+    mixed = json.load(open(out))
+    # P2 disagrees by 30 % > 20 %: left out; P3's consensus is empty.
+    assert sorted(mixed) == ["P1", "T1"]
+    assert mixed["P1"]["phn"] == "sil aa" and mixed["P1"]["kd_split"] == UNLABELLED
+    assert seen["unlabelled"] == {"utterances": 1, "hours": 0.0005}
+    assert seen["unlabelled_dropped_disagreement"] == {"utterances": 1, "hours": 0.002}
+    assert seen["unlabelled_max_disagreement"] == 20.0
+    assert seen["unlabelled_empty_consensus"] == 1
+
+
+def _with_disagreement(store_path, values):
+    """Sets the unlabelled part's disagreement (the test knows its values)."""
+    (part,) = unlabelled_part_files(store_path)
+    with h5py.File(part, "a") as f:
+        f[UNLABELLED]["disagreement"][...] = values
+    os.remove(part + ".sha256")  # the bytes changed on purpose
+
+
+def test_a_threshold_that_keeps_nothing_stops_before_training(
+    mini_corpus, unlabelled_store, tmp_path
+):
+    store = str(tmp_path / "store")
+    shutil.copytree(unlabelled_store[0], store)
+    _with_disagreement(store, np.arange(12, dtype=np.float32) * 5 + 7.5)
+    with pytest.raises(RecipeError) as err:
+        run_kd(mini_corpus, store, tmp_path / "kd", "--pretrain", "False",
+               "--unlabelled", "timit_sa", "--unlabelled_max_disagreement", "5",
+               *SMALL_STUDENT)  # fmt: skip
+    assert str(err.value).startswith(
+        "unlabelled_max_disagreement 5 keeps none of the 12 unlabelled "
+        "utterances (the teachers' lowest disagreement there is 7.50 %)"
+    )
+    assert not os.path.exists(tmp_path / "kd" / "train_log.txt")
+
+
+def test_leave_one_out_scores_need_three_teachers(
+    mini_corpus, unlabelled_store, teacher_list, tmp_path
+):
+    with pytest.raises(RecipeError) as err:
+        run_kd(mini_corpus, unlabelled_store[0], tmp_path / "kd", "--pretrain",
+               "False", "--unlabelled", "timit_sa", "--unlabelled_scores",
+               "leave_one_out", *SMALL_STUDENT)  # fmt: skip
+    message = str(err.value)
+    assert message.startswith(
+        "unlabelled_scores leave_one_out needs a consensus of at least 3 "
+        f"teachers, but the teacher store {unlabelled_store[0]} has 2"
+    )
+    assert os.path.abspath(teacher_list) in message
+
+
+def test_unlabelled_options_out_of_range_are_refused(
+    mini_corpus, teacher_store, tmp_path
+):
+    for key, value, expected in (
+        ("unlabelled_scores", "loo", "unlabelled_scores must be one of"),
+        ("unlabelled_max_disagreement", "-1", "must be null or a PER in % (>= 0)"),
+    ):
+        proc = run_script(
+            ["train_kd.py", KD_YAML, "--data_folder", mini_corpus,
+             "--tea_infer_dir", teacher_store, "--output_folder",
+             str(tmp_path / key), f"--{key}", value, "--device", "cpu"],
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2 and expected in proc.stderr
+
+
+# ------------------------------------------------------------ generations
+
+
+@pytest.fixture(scope="module")
+def generation(mini_corpus, teacher_list, teacher_store, mixed_runs, tmp_path_factory):
+    """Generation 2: the distilled student of ``mixed_runs`` (narrower than
+    the teachers) joins their list and relabels the unlabelled audio with
+    them (the teachers' labelled part is reused); the next student trains on
+    it with leave-one-out scores, a disagreement threshold (the median) and
+    the original's augmentation (Noisy Student)."""
+    root = tmp_path_factory.mktemp("generation")
+    student = best_checkpoint_model_path(os.path.join(mixed_runs["kd"], "save"))
+    listing = root / "gen2_teachers.txt"
+    listing.write_text(open(teacher_list).read() + f"# generation 1\n{student}\n")
+    store = str(root / "store")
+    shutil.copytree(teacher_store, store)
+    save(mini_corpus, str(listing), root / "out", store, "--unlabelled", "timit_sa")
+    spread = TeacherStore(store).unlabelled_array("disagreement")
+    threshold = float(np.median(spread))
+    run = run_kd(
+        mini_corpus, store, root / "gen2", "--pretrain", "False", "--unlabelled",
+        "timit_sa", "--strategy", "weighted", "--alpha", "0.5",
+        "--unlabelled_scores", "leave_one_out", "--unlabelled_max_disagreement",
+        threshold, "--augment", "True", *SMALL_STUDENT,
+    )  # fmt: skip
+    return {"store": store, "list": str(listing), "student": student,
+            "run": run, "threshold": threshold, "spread": spread}  # fmt: skip
+
+
+def test_a_student_teaches_the_next_generation(generation):
+    store = TeacherStore(generation["store"])
+    assert store.teacher_count == 3 and store.has_leave_one_out
+    assert store.teachers[2]["path"] == generation["student"]
+    # The student is narrower than the teachers and loads as one.
+    widths = [t["config"]["model"]["rnn_neurons"] for t in store.teachers]
+    assert widths == [16, 16, 12]
+    assert len(store.unlabelled_meta["tie_break"]["valid_ctc_per"]) == 3
+    assert store.unlabelled_array("loo_ctc_per").shape == (12, 3)
+    run = generation["run"]
+    with open(os.path.join(run, "data_seen.json")) as f:
+        seen = json.load(f)
+    dropped = int((generation["spread"] > generation["threshold"]).sum())
+    assert seen["unlabelled_dropped_disagreement"]["utterances"] == dropped
+    kept = seen["unlabelled"]["utterances"] + seen["unlabelled_empty_consensus"]
+    assert kept == 12 - dropped
+    resolved = open(os.path.join(run, "hyperparams.yaml")).read()
+    assert "augment: true" in resolved.lower()
+    assert "unlabelled_scores: leave_one_out" in resolved
+    assert "left out: teachers' disagreement above" in resolved
+    log = open(os.path.join(run, "train_log.txt")).read()
+    assert "train kd_seq" in log and "test PER" in log
+
+
+def test_a_generation_with_a_missing_or_foreign_student_is_refused(
+    mini_corpus, generation, teacher_store, tmp_path
+):
+    teachers = open(generation["list"]).read().rsplit(generation["student"], 1)[0]
+    missing = str(tmp_path / "gen1" / "save" / "CKPT+x" / "model.ckpt")
+    foreign = copy_run(generation["student"], tmp_path / "foreign")
+    encoder = os.path.join(
+        os.path.dirname(os.path.dirname(foreign)), "label_encoder.txt"
+    )
+    # Swap the ids of two phones: same labels, another order.
+    text = open(encoder).read()
+    text = text.replace("'aa' => 3", "@").replace("'ae' => 4", "'aa' => 4")
+    open(encoder, "w").write(text.replace("@", "'ae' => 3"))
+    for student, expected in ((missing, "model checkpoint not found"),
+                              (foreign, "label encoder does not match")):  # fmt: skip
+        listing = tmp_path / "teachers.txt"
+        listing.write_text(teachers + student + "\n")
+        with pytest.raises(TeacherListError) as err:
+            save(mini_corpus, str(listing), tmp_path / "out", str(tmp_path / "s"),
+                 "--unlabelled", "timit_sa")  # fmt: skip
+        message = str(err.value)
+        assert f"{listing} line " in message and student in message
+        assert expected in message
+
+
+def test_a_student_alone_relabels_but_gives_no_consensus_to_filter_by(
+    mini_corpus, generation, tmp_path
+):
+    """Noisy Student's own setting: the student is the only teacher. Its
+    hypothesis is the pseudo-reference; asking for the disagreement or
+    leave-one-out scores is an error naming the option and the list."""
+    listing = tmp_path / "alone.txt"
+    listing.write_text(generation["student"] + "\n")
+    store = str(tmp_path / "store")
+    save(mini_corpus, str(listing), tmp_path / "out", store, "--unlabelled", "timit_sa")
+    alone = TeacherStore(store)
+    assert alone.teacher_count == 1
+    for utt_id in alone.utterance_ids(UNLABELLED):
+        assert float(alone.get(UNLABELLED, utt_id)["ctc_per"][0]) == 0.0
+    assert np.isnan(alone.unlabelled_array("disagreement")).all()
+    assert "leave_one_out" not in alone.summary()["splits"][UNLABELLED]
+    for key, value in (("unlabelled_max_disagreement", "50"),
+                       ("unlabelled_scores", "leave_one_out")):  # fmt: skip
+        with pytest.raises(RecipeError) as err:
+            run_kd(mini_corpus, store, tmp_path / key, "--pretrain", "False",
+                   "--unlabelled", "timit_sa", f"--{key}", value,
+                   *SMALL_STUDENT)  # fmt: skip
+        message = str(err.value)
+        assert message.startswith(f"{key} ") and "has 1 (teacher list" in message
+        assert str(listing) in message
+
+
+def test_consensus_quality_shows_what_each_threshold_keeps(unlabelled_store, tmp_path):
+    """tools/consensus_quality.py on valid and on the SA utterances (their
+    true phones lie beside the audio): a threshold of 0 keeps the utterances
+    the teachers agree on, one above every disagreement keeps them all."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import consensus_quality
+
+    from timit_prepare import _fold_table, _read_phn
+
+    store_path, root, _ = unlabelled_store
+    with open(root / "out" / "unlabelled.json") as f:
+        manifest = json.load(f)
+    oracle = {
+        utt_id: {**entry, "phn": " ".join(_read_phn(
+            os.path.splitext(entry["wav"])[0] + ".PHN", _fold_table(39)))}
+        for utt_id, entry in manifest.items()
+    }  # fmt: skip
+    (tmp_path / "oracle.json").write_text(json.dumps(oracle))
+    out = str(tmp_path / "quality.json")
+    consensus_quality.main(
+        ["--store", store_path, "--valid", str(root / "out" / "valid.json"),
+         "--oracle", str(tmp_path / "oracle.json"), "--thresholds", "0", "1000",
+         "--out", out]
+    )  # fmt: skip
+    result = json.load(open(out))
+    store = TeacherStore(store_path)
+    agree = {
+        UNLABELLED: int((store.unlabelled_array("disagreement") == 0).sum()),
+        "valid": sum(
+            len({tuple(h.tolist()) for h in store.get("valid", u)["ctc_hyps"]}) == 1
+            for u in store.utterance_ids("valid")
+        ),
+    }
+    for split in ("valid", UNLABELLED):
+        none, every = result[split]["thresholds"]
+        assert none["utterances"] == agree[split]
+        assert every["utterances"] == result[split]["utterances"]
+        assert every["audio_share"] == pytest.approx(1.0)
+        assert every["consensus_per"] == pytest.approx(result[split]["consensus"])
+    assert result[UNLABELLED]["utterances"] == 12

@@ -37,9 +37,11 @@ Groups of configurations (``--groups``; by default all, in this order):
   the same initialisation, optimiser and epochs on the labels alone, so a
   gain is not just more training. Each is compared with that control.
 - ``unlabelled``: audio the teachers never trained on (issue 23). The corpus
-  gets a pool of 96 new speakers reading new sentences (``POOL``, twice the
-  training audio; ``1x`` is its first 48 speakers). The 3-teacher store gets
-  an unlabelled part over the whole pool. Students: ``pseudo-1x`` (train +
+  gets a pool of 192 new speakers reading new sentences (``POOL``, four
+  times the training audio; ``1x`` is its first 48 speakers, ``2x`` its
+  first 96, ``4x`` all of it; a study folder with the older 96-speaker pool
+  has it grown, its speakers unchanged). The 3-teacher store gets an
+  unlabelled part over the whole pool. Students: ``pseudo-1x`` (train +
   pool with the teachers' consensus as a hard label, no KD terms:
   self-training), ``average|best|weighted-1x`` (KD on train at alpha 0.5 and
   on the pool at unlabelled_alpha 1), ``oracle-1x`` (train + pool with the
@@ -49,6 +51,14 @@ Groups of configurations (``--groups``; by default all, in this order):
   ``weighted-1x`` or ``-2x`` and its own baseline. Each is compared with its
   baseline, each KD configuration with self-training on the same audio, and
   each KD student on the pool with the best teacher (lowest valid PER).
+- ``iterate``: past the teachers (issue 32; ``iterate_configurations``).
+  Leave-one-out teacher scores (``weighted-loo-<size>``) and the pool
+  filtered by the teachers' disagreement (``weighted-loo-filter-<size>``,
+  ``MAX_DISAGREEMENT``) at 1x, 2x and 4x, with matched self-training on the
+  same audio and labelled-only controls of as many updates; generations 1-3
+  of Noisy Student (``genK-4x``: augmentation on the student, generation K
+  taught by the teachers and the generation K-1 student of the same seed);
+  the teachers trained again at the student seeds.
 
 Each run is a subprocess with the command line a user would type (printed, and
 logged under ``<output_folder>/logs``); a finished run (``per_test.txt``) is
@@ -71,7 +81,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import run_demo  # noqa: E402
-from mtkd.store.format import unlabelled_part_path  # noqa: E402
 from mtkd_tools.results import (  # noqa: E402
     PLOT_PNG,
     atomic_write,
@@ -114,7 +123,7 @@ SMALL_STUDENT_WIDTH = 36  # about 1/4
 HALF_STUDENT_WIDTH = 62
 GROUPS = (
     "core", "top-k", "size", "ctc", "tau", "alpha", "temperature", "teachers10",
-    "paper", "unlabelled",
+    "paper", "unlabelled", "iterate",
 )  # fmt: skip
 # The paper's setting: the teacher whose checkpoint starts the student, and
 # the learning rate of that fine-tuning (train_kd.yaml's, the original
@@ -175,11 +184,14 @@ def configurations():
                  {**paper, "strategy": strategy, "alpha": alpha})
             )  # fmt: skip
     configs += unlabelled_configurations()
+    configs += iterate_configurations()
     return configs
 
 
-POOL_SPEAKERS = 96  # twice the 48 training speakers: the pool at "2x"
-POOL_SIZES = ("1x", "2x")
+TRAIN_SPEAKERS = 48  # the corpus's training speakers: the pool at "1x"
+POOL_SPEAKERS = 192  # four times the training speakers: the pool at "4x"
+POOL_SIZES = ("1x", "2x", "4x")
+UNLABELLED_SIZES = ("1x", "2x")  # the unlabelled group's (issue 23)
 UNLABELLED_KD = {"alpha": 0.5, "unlabelled_alpha": 1.0}  # the demo's alpha on train
 
 
@@ -189,7 +201,7 @@ def unlabelled_configurations():
     distillation trained on train + the pool with its true phones)."""
     configs = [("baseline", "unlabelled", None, None, None)]
     configs.append(("weighted", "unlabelled", "t3", 1.0, {"strategy": "weighted"}))
-    for size in POOL_SIZES:
+    for size in UNLABELLED_SIZES:
         configs.append(
             (f"pseudo-{size}", "unlabelled", "t3", 1.0,
              {"unlabelled": size, "strategy": "weighted", "alpha": 0.0,
@@ -201,7 +213,7 @@ def unlabelled_configurations():
                  {"unlabelled": size, "strategy": strategy, **UNLABELLED_KD})
             )  # fmt: skip
         configs.append((f"oracle-{size}", "unlabelled", None, None, {"oracle": size}))
-    for suffix, sizes in (("small", ("1x",)), ("half", POOL_SIZES)):
+    for suffix, sizes in (("small", ("1x",)), ("half", UNLABELLED_SIZES)):
         configs.append((f"baseline-{suffix}", "unlabelled", None, None, suffix))
         for size in sizes:
             configs.append(
@@ -229,10 +241,92 @@ def unlabelled_configurations():
     return configs
 
 
+# Issue 32. The disagreement threshold of the filtered students (the mean
+# pairwise edit distance of the teachers' hypotheses per consensus phone, %;
+# train_kd.py --unlabelled_max_disagreement). It is to be chosen on valid
+# before the runs (tools/consensus_quality.py --thresholds) and written here:
+# a run folder made with another value refuses the changed command.
+MAX_DISAGREEMENT = 20.0
+# Methods 1 and 3: leave-one-out teacher scores, the pool filtered by the
+# teachers' disagreement.
+LOO = {"unlabelled_scores": "leave_one_out"}
+LOO_FILTER = {**LOO, "unlabelled_max_disagreement": MAX_DISAGREEMENT}
+# The generations' pool and their noise (Noisy Student): the original
+# recipe's augmentation on every generation's student.
+GENERATION_POOL = "4x"
+NOISE = {"augment": True}
+GENERATIONS = 3
+# The teachers trained again at the student seeds (the control of "a student
+# of at most half their size below the best teacher", seed against seed).
+SEEDED_TEACHERS = ("tea0", "tea3")
+
+
+def iterate_configurations():
+    """The ``iterate`` group (issue 32): past the teachers.
+
+    At each pool size (1x, 2x, 4x): ``weighted-<size>`` (today's scores),
+    ``weighted-loo-<size>`` (leave-one-out scores), ``weighted-loo-filter-
+    <size>`` (and the pool filtered by disagreement), its matched
+    self-training ``pseudo-filter-<size>`` (the same audio and labelled-row
+    objective, the pool rows on the consensus alone) and
+    ``baseline-matched-<size>`` (labelled data alone, as many updates as an
+    unfiltered pool student); ``weighted-loo-filter-4x-half`` (142 k
+    parameters). Generations on the ``GENERATION_POOL`` with noise:
+    ``gen1-<pool>`` from the three teachers, ``genK-<pool>`` from the three
+    teachers plus the generation K-1 student of the same seed (a store per
+    seed: the teacher key ``t3+gen<K-1>-<pool>``), and ``gen2-alone-<pool>``
+    from the generation 1 student alone (Noisy Student's own setting: no
+    consensus, so neither leave-one-out scores nor the filter).
+    ``teacher-tea0`` and ``teacher-tea3``: those teachers trained again at
+    the student seeds."""
+    group = "iterate"
+    configs = [("baseline", group, None, None, None)]
+    for size in POOL_SIZES:
+        kd = {"unlabelled": size, "strategy": "weighted", **UNLABELLED_KD}
+        if size == "4x":  # 1x and 2x are the unlabelled group's
+            configs.append((f"weighted-{size}", group, "t3", 1.0, kd))
+            configs.append(
+                (f"pseudo-{size}", group, "t3", 1.0,
+                 {**kd, "alpha": 0.0, "unlabelled_alpha": 0.0})
+            )  # fmt: skip
+        configs.append((f"weighted-loo-{size}", group, "t3", 1.0, {**kd, **LOO}))
+        configs.append(
+            (f"weighted-loo-filter-{size}", group, "t3", 1.0, {**kd, **LOO_FILTER})
+        )  # fmt: skip
+        configs.append(
+            (f"pseudo-filter-{size}", group, "t3", 1.0,
+             {**kd, **LOO_FILTER, "unlabelled_alpha": 0.0})
+        )  # fmt: skip
+        configs.append(
+            (f"baseline-matched-{size}", group, None, None, {"updates_of": size})
+        )  # fmt: skip
+    configs.append(
+        ("weighted-loo-filter-4x-half", group, "t3", 1.0,
+         {"unlabelled": "4x", "strategy": "weighted", **UNLABELLED_KD, **LOO_FILTER})
+    )  # fmt: skip
+    configs.append(("baseline-half", group, None, None, "half"))
+    pool = GENERATION_POOL
+    kd = {"unlabelled": pool, "strategy": "weighted", **UNLABELLED_KD, **NOISE}
+    for k in range(1, GENERATIONS + 1):
+        teachers = "t3" if k == 1 else f"t3+gen{k - 1}-{pool}"
+        configs.append((f"gen{k}-{pool}", group, teachers, 1.0, {**kd, **LOO_FILTER}))
+    configs.append((f"gen2-alone-{pool}", group, f"gen1-{pool}", 1.0, kd))
+    for name in SEEDED_TEACHERS:
+        configs.append((f"teacher-{name}", group, None, None, {"teacher": name}))
+    return configs
+
+
+def generation_of(key):
+    """The student configuration a teacher key takes as a teacher
+    (``t3+gen1-4x`` and ``gen1-4x``: ``gen1-4x``), or None."""
+    name = key.split("+")[-1]
+    return name if name.startswith("gen") else None
+
+
 # The pool's size in multiples of the training audio (1x: as many utterances
 # as train): a student on train + pool sees (1 + this) times the labelled
 # data's batches per epoch.
-POOL_MULTIPLE = {"1x": 1, "2x": 2}
+POOL_MULTIPLE = {"1x": 1, "2x": 2, "4x": 4}
 
 
 def matched_epochs(student_epochs, pool_size):
@@ -246,12 +340,15 @@ CONFIGS = {c[0]: c for c in configurations()}
 
 
 def pool_manifests(out, corpus, say):
-    """Makes the pool (``corpus/POOL``) and its manifests under
-    ``out/unlabelled``: ``2x.json`` (all of it) and ``1x.json`` (its first
-    48 speakers) without phones, and ``oracle-<size>.json``: train + the pool
-    with its true phones, as a labelled manifest. Made once."""
+    """Makes the pool (``corpus/POOL``, ``POOL_SPEAKERS``; an older, smaller
+    pool grows, its speakers unchanged) and its manifests under
+    ``out/unlabelled``: ``<size>.json`` for every pool size (the pool's first
+    48, 96 or all 192 speakers) without phones, and ``oracle-<size>.json``:
+    train + that pool with its true phones, as a labelled manifest. Made
+    once."""
     folder = os.path.join(out, "unlabelled")
-    done = os.path.join(folder, "oracle-2x.json")
+    largest = POOL_SIZES[-1]
+    done = os.path.join(folder, f"oracle-{largest}.json")
     paths = pool_paths(out)
     if os.path.isfile(done):
         return paths
@@ -269,15 +366,19 @@ def pool_manifests(out, corpus, say):
         corpus, save_json_train=labelled[0], save_json_valid=labelled[1],
         save_json_test=labelled[2],
     )  # fmt: skip
-    prepare_unlabelled(os.path.join(corpus, POOL_FOLDER), paths["2x"], corpus, labelled)
-    with open(paths["2x"], encoding="utf-8") as f:
+    prepare_unlabelled(
+        os.path.join(corpus, POOL_FOLDER), paths[largest], corpus, labelled
+    )
+    with open(paths[largest], encoding="utf-8") as f:
         pool = json.load(f)
-    half = FIRST_POOL_SENTENCE + 8 * POOL_SPEAKERS // 2  # speakers 0-47
-    one_x = {k: v for k, v in pool.items() if int(k.rsplit("SI", 1)[1]) < half}
-    atomic_write(paths["1x"], json.dumps(one_x, indent=1) + "\n")
     with open(labelled[0], encoding="utf-8") as f:
         train = json.load(f)
-    for size, entries in (("1x", one_x), ("2x", pool)):
+    for size in POOL_SIZES:
+        # Speaker s reads sentences 9000 + 8 s ... 9000 + 8 s + 7.
+        end = FIRST_POOL_SENTENCE + 8 * TRAIN_SPEAKERS * POOL_MULTIPLE[size]
+        entries = {k: v for k, v in pool.items() if int(k.rsplit("SI", 1)[1]) < end}
+        if size != largest:
+            atomic_write(paths[size], json.dumps(entries, indent=1) + "\n")
         oracle = dict(train)
         for utt_id, entry in entries.items():
             phn = os.path.splitext(entry["wav"])[0] + ".PHN"
@@ -312,11 +413,18 @@ def build_jobs(args, corpus):
     common = ["--data_folder", corpus, "--device", args.device, "--noprogressbar"]
     shared = {**SHARED_SETTINGS, "augment": args.augment}
     chosen, names = [], set()
+
+    def choose(c):
+        generation = c[2] and generation_of(c[2])
+        if generation:  # a generation needs the student that teaches it
+            choose(CONFIGS[generation])
+        if c[0] not in names:
+            names.add(c[0])
+            chosen.append(c)
+
     for c in configurations():  # a name in two groups (baseline) runs once
         if c[1] in args.groups and (not args.models or c[0] in args.models):
-            if c[0] not in names:
-                names.add(c[0])
-                chosen.append(c)
+            choose(c)
     pool = None
     if any(c[4] and "unlabelled" in c[4] or c[4] and "oracle" in c[4]
            for c in chosen if isinstance(c[4], dict)):  # fmt: skip
@@ -364,9 +472,13 @@ def build_jobs(args, corpus):
 
     def add_unlabelled_part(key, temperature):
         """The store's unlabelled part over the whole pool (its labelled
-        parts are reused): the same command with ``--unlabelled``."""
+        parts are reused): the same command with ``--unlabelled``. It
+        replaces (``--overwrite``) a part an older study wrote over its 2x
+        pool in store format 2 (that study's finished runs stay as they
+        are)."""
         store_name, store = stores[(key, temperature)]
-        name = f"{store_name}-unlabelled"
+        largest = POOL_SIZES[-1]
+        name = f"{store_name}-unlabelled-{largest}"
         folder = os.path.join(out, "stores", name)
         argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
         argv += [
@@ -375,11 +487,35 @@ def build_jobs(args, corpus):
         ]
         argv += ["--output_folder", folder, "--store_folder", store]
         argv += ["--temperature", str(temperature)]
-        argv += ["--unlabelled", pool["2x"]]
-        n_teachers = len(teacher_sets[key])
-        done = unlabelled_part_path(store, n_teachers)
-        job(name, argv, folder, done, after=[store_name])
+        argv += ["--unlabelled", pool[largest], "--overwrite", "True"]
+        job(name, argv, folder, os.path.join(folder, "store_summary.json"),
+            after=[store_name])  # fmt: skip
         return name
+
+    def add_generation_store(key, temperature, size, seed_index):
+        """The store of a generation's teachers at one seed: the teachers of
+        ``key`` (``t3+gen1-4x``: the three teachers and the ``gen1-4x``
+        student of this seed; ``gen1-4x``: that student alone), labelled
+        parts and the unlabelled part over the ``size`` pool in one run."""
+        name = f"store-{key}-T{temperature:g}-seed{seed_index}"
+        folder = os.path.join(out, "stores", name)
+        store = os.path.join(folder, "store")
+        if name in {j.name for j in jobs}:
+            return name, store
+        generation = generation_of(key)
+        members = TEACHERS_3 if key.startswith("t3+") else []
+        student = os.path.join(out, "students", generation, f"seed{seed_index}")
+        list_file = os.path.join(folder, "teachers.txt")
+        argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
+        argv += ["--tea_models_dir", list_file, "--output_folder", folder]
+        argv += ["--temperature", str(temperature), "--unlabelled", pool[size]]
+        save = job(name, argv, folder, os.path.join(folder, "store_summary.json"),
+                   after=[*members, f"{generation}/seed{seed_index}"])  # fmt: skip
+        folders = [teacher_folders[t] for t in members] + [student]
+        save.prepare = lambda f=list_file, t=folders: write_teacher_list(
+            f, t, "tools/kd_study.py"
+        )
+        return name, store
 
     def add_student(name, teachers, temperature, overrides, seed_index):
         width = student_width(name)
@@ -396,6 +532,14 @@ def build_jobs(args, corpus):
         done = os.path.join(folder, "per_test.txt")
         oracle = isinstance(overrides, dict) and overrides.get("oracle")
         matched = isinstance(overrides, dict) and overrides.get("updates_of")
+        seeded = isinstance(overrides, dict) and overrides.get("teacher")
+        if seeded:  # a teacher trained again at the student seed
+            settings = {**shared, **teacher_sizes(seeded, TEACHER_WIDTH)}
+            settings.update(number_of_epochs=args.teacher_epochs, seed=student["seed"])
+            argv = ["train_teacher.py", f"hparams/teachers/{seeded}.yaml", *common]
+            job(run_name, argv + ["--output_folder", folder, *flags(settings)],
+                folder, done)  # fmt: skip
+            return
         if matched:
             student["number_of_epochs"] = matched_epochs(args.student_epochs, matched)
         if overrides in (None, "small", "half") or oracle or matched:  # no KD
@@ -415,15 +559,22 @@ def build_jobs(args, corpus):
                     ]
             job(run_name, argv + flags(student), folder, done)
             return
-        store_name, store = stores[(teachers, temperature)]
         settings = {**student, **KD_SETTINGS, "temperature": temperature}
         overrides = dict(overrides)
         init = overrides.pop("init", None)
-        after = [store_name]
         size = overrides.pop("unlabelled", None)
+        if generation_of(teachers):  # its own store at this seed, with the pool
+            store_name, store = add_generation_store(
+                teachers, temperature, size, seed_index
+            )
+            after = [store_name]
+        else:
+            store_name, store = stores[(teachers, temperature)]
+            after = [store_name]
+            if size:
+                after.append(unlabelled_parts[(teachers, temperature)])
         if size:
             overrides["unlabelled"] = pool[size]
-            after.append(unlabelled_parts[(teachers, temperature)])
         if init:  # the paper's setting: a teacher's architecture and encoder
             settings.update(teacher_sizes(init, TEACHER_WIDTH))
             settings.update(
@@ -448,9 +599,15 @@ def build_jobs(args, corpus):
             if key is None:
                 continue
             init = [overrides["init"]] if "init" in overrides else []
-            for name in init + teacher_sets[key]:
+            generation = generation_of(key)
+            members = teacher_sets.get(key, [])
+            if generation:  # a store per seed, made with the students
+                members = TEACHERS_3 if key.startswith("t3+") else []
+            for name in init + members:
                 if name not in teacher_folders:
                     teacher_folders[name] = add_teacher(name)
+            if generation:
+                continue
             if (key, temperature) not in stores:
                 stores[(key, temperature)] = add_store(key, temperature)
             if "unlabelled" in overrides and (key, temperature) not in unlabelled_parts:

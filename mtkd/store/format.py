@@ -23,8 +23,12 @@ FORMAT_NAME = "mtkd-teacher-store"
 # 2: a store may also hold one *unlabelled part* (``unlabelled-*.h5``): every
 # teacher's targets on audio without transcripts, teacher-forced on their
 # consensus. Parts of version 1 (no unlabelled part, same layout) still read.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: the unlabelled part also holds each teacher's leave-one-out scores and
+# each utterance's disagreement (``UNLABELLED_ARRAYS``), and its consensus
+# breaks ties by the teachers' valid PER. Labelled parts are as in 1 and 2;
+# an unlabelled part of version 2 still reads, without those arrays.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 UNLABELLED = "unlabelled"  # the split of the unlabelled part
 UNLABELLED_PREFIX = "unlabelled-"
 PARTIAL_SUFFIX = ".partial"
@@ -49,6 +53,18 @@ INDEX_ARRAYS = (
     ("ctc_edits", np.int32, True),
     ("att_edits", np.int32, True),
 )
+
+
+# Per-utterance arrays of the unlabelled split only, as INDEX_ARRAYS. Version 2
+# parts hold the first one alone.
+UNLABELLED_ARRAYS = (
+    ("consensus_teacher", np.int32, False),
+    ("loo_teacher", np.int32, True),
+    ("loo_ctc_per", np.float32, True),
+    ("loo_att_per", np.float32, True),
+    ("disagreement", np.float32, False),
+)
+LEAVE_ONE_OUT_ARRAYS = tuple(name for name, _, _ in UNLABELLED_ARRAYS[1:])
 
 
 class StoreError(RecipeError):

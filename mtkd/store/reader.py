@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mtkd.store.format import (
+    LEAVE_ONE_OUT_ARRAYS,
     READ_ERRORS,
     UNLABELLED,
     StoreError,
@@ -26,6 +27,10 @@ from mtkd.store.format import (
     unlabelled_part_files,
     verify_part_checksum,
 )
+
+# Which teacher scores ``get`` gives on the unlabelled split: the PERs against
+# the consensus of all teachers, or against the consensus of the others.
+UNLABELLED_SCORES = ("consensus", "leave_one_out")
 
 
 class TeacherStore:
@@ -58,6 +63,7 @@ class TeacherStore:
         labelled = list(enumerate(self._part_slots))
         self._split_meta = dict(self.meta["splits"])
         self._split_files = {split: labelled for split in self._split_meta}
+        self.unlabelled_meta = None  # the unlabelled part's metadata, if any
         self._add_unlabelled_part()
         self._index = {s: self._read_index(s) for s in self.splits}
         self._pid = None
@@ -103,6 +109,7 @@ class TeacherStore:
                 "--overwrite True."
             )
         self.files.append(path)
+        self.unlabelled_meta = meta
         self._split_meta[UNLABELLED] = meta["splits"][UNLABELLED]
         self._split_files[UNLABELLED] = [
             (len(self.files) - 1, list(range(len(indices))))
@@ -171,6 +178,8 @@ class TeacherStore:
         names += ["ctc_per", "att_per", "ctc_edits", "att_edits", "ctc_hyps"]
         if split == UNLABELLED:
             names.append("consensus_teacher")
+            if self.has_leave_one_out:
+                names += LEAVE_ONE_OUT_ARRAYS
         paths = []
         for p, slots in self._split_files[split]:
             paths.append(self.files[p])
@@ -261,6 +270,29 @@ class TeacherStore:
     @property
     def has_unlabelled(self):
         return UNLABELLED in self._split_meta
+
+    @property
+    def has_leave_one_out(self):
+        """Does the unlabelled part hold leave-one-out scores and the
+        disagreement (format version 3)?"""
+        meta = self.unlabelled_meta
+        return meta is not None and meta.get("format_version", 1) >= 3
+
+    def unlabelled_array(self, name):
+        """[U] or [U, N]: one of the unlabelled part's per-utterance arrays
+        (``UNLABELLED_ARRAYS``: ``disagreement``, ``loo_teacher``, ...), in
+        stored order; a StoreError names the part if it lacks it."""
+        part = self._index[UNLABELLED]["parts"][0]
+        if name not in part:
+            raise StoreError(
+                f"The unlabelled part of {self.path} has no {name!r}: it was "
+                f"written with store format version "
+                f"{self.unlabelled_meta.get('format_version', 1)}, before "
+                "leave-one-out scores and the disagreement. Write it again: "
+                "save_teachers.py with the same teacher list, --unlabelled and "
+                "--overwrite True."
+            )
+        return part[name][part["row"]]
 
     def pseudo_reference(self, utt_id):
         """The unlabelled utterance's consensus: [L] int64 label ids, the
@@ -354,7 +386,7 @@ class TeacherStore:
         return out
 
     # ------------------------------------------------------------ targets
-    def get(self, split, utt_id):
+    def get(self, split, utt_id, scores="consensus"):
         """All teachers' targets for one utterance.
 
         Returns a dict (N teachers in list order, L reference phones, V labels):
@@ -362,7 +394,14 @@ class TeacherStore:
         ``ctc_hyp_lens`` [N] int64; ``att_dist`` [N, L+1, V] float32
         teacher-forced distributions; ``ctc_per`` / ``att_per`` [N] float32
         per-utterance PER in percent; ``ref_len`` int L.
+
+        ``scores`` (``UNLABELLED_SCORES``) matters on the unlabelled split
+        only: "consensus", the PERs against the consensus of all teachers
+        (the one the targets are teacher-forced on); "leave_one_out", each
+        teacher's PERs against the consensus of the others.
         """
+        if scores not in UNLABELLED_SCORES:
+            raise ValueError(f"scores must be one of {UNLABELLED_SCORES}: {scores!r}")
         index = self._index[split]
         try:
             i = index["rows"][utt_id]
@@ -387,8 +426,11 @@ class TeacherStore:
             pieces = torch.split(torch.from_numpy(flat), lens.tolist())
             for j, slot in enumerate(slots):
                 att[slot], hyps[slot] = block[j], pieces[j]
-            ctc_per[slots] = part["ctc_per"][row]
-            att_per[slots] = part["att_per"][row]
+            loo = split == UNLABELLED and scores == "leave_one_out"
+            if loo and "loo_ctc_per" not in part:
+                self.unlabelled_array("loo_ctc_per")  # the error naming the part
+            ctc_per[slots] = part["loo_ctc_per" if loo else "ctc_per"][row]
+            att_per[slots] = part["loo_att_per" if loo else "att_per"][row]
         return {
             "ctc_hyps": hyps,
             "ctc_hyp_lens": torch.tensor([len(h) for h in hyps], dtype=torch.long),
@@ -408,6 +450,17 @@ class TeacherStore:
             raise damaged_part(self.files[p], err) from None
 
     # ------------------------------------------------------------ summary
+    def _leave_one_out_summary(self):
+        """Per teacher, the mean over unlabelled utterances of its PERs
+        against the others' consensus; the disagreement's mean and median."""
+        spread = self.unlabelled_array("disagreement")
+        return {
+            "ctc_per": np.nanmean(self.unlabelled_array("loo_ctc_per"), 0).tolist(),
+            "att_per": np.nanmean(self.unlabelled_array("loo_att_per"), 0).tolist(),
+            "disagreement_mean": float(np.mean(spread)) if len(spread) else None,
+            "disagreement_median": float(np.median(spread)) if len(spread) else None,
+        }
+
     def summary(self):
         """A JSON-able summary: teachers, splits, counts, PERs, bytes on disk."""
         files = [{"file": p, "bytes": os.path.getsize(p)} for p in self.files]
@@ -426,6 +479,12 @@ class TeacherStore:
                     )
                 ],
             }
+            if (
+                split == UNLABELLED
+                and self.has_leave_one_out
+                and self.teacher_count > 1
+            ):
+                splits[split]["leave_one_out"] = self._leave_one_out_summary()
         return {
             "store": self.path,
             "teachers": [
@@ -532,10 +591,23 @@ def format_summary(summary):
     for split, info in summary["splits"].items():
         hours = info["hours"] or 0.0
         lines.append(f"  {split}: {info['n_utt']} utterances, {hours:.3f} h")
-        for p in info["per"]:
+        loo = info.get("leave_one_out")
+        for k, p in enumerate(info["per"]):
             lines.append(
                 f"    teacher {p['teacher']}: CTC PER {p['ctc_per']:.2f}  "
                 f"attention PER (teacher-forced) {p['att_per']:.2f}"
+                + (
+                    f"  against the others' consensus: CTC {loo['ctc_per'][k]:.2f}"
+                    f" attention {loo['att_per'][k]:.2f}"
+                    if loo
+                    else ""
+                )
+            )
+        if loo and loo["disagreement_mean"] is not None:
+            lines.append(
+                f"    teachers' disagreement per utterance: mean "
+                f"{loo['disagreement_mean']:.2f} %, median "
+                f"{loo['disagreement_median']:.2f} %"
             )
     return "\n".join(lines)
 

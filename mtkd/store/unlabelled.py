@@ -17,7 +17,12 @@ costs what an hour of labelled audio does, plus the edit distances.
 The part is ``unlabelled-t000-tNNN.h5`` beside the labelled parts, with the
 same layout and one split, ``unlabelled``, which adds ``consensus_teacher``
 [U] int32: the teacher whose hypothesis is the pseudo-reference (its stored
-CTC hypothesis *is* the reference; ``TeacherStore.pseudo_reference``).
+CTC hypothesis *is* the reference; ``TeacherStore.pseudo_reference``), and
+(format version 3) each teacher's leave-one-out reference and PERs and each
+utterance's disagreement (``mtkd.consensus.unlabelled_scores``). Ties between
+equally central hypotheses go to the teacher with the lower greedy CTC PER on
+valid, read from the labelled parts' metadata (written first, by the same
+run) and recorded in the part's ``tie_break``.
 """
 
 import contextlib
@@ -27,9 +32,11 @@ import os
 from tqdm import tqdm
 
 from mtkd.store.format import (
+    FORMAT_VERSION,
     UNLABELLED,
     StoreError,
     StoreOptions,
+    complete_part_files,
     manifest_info,
     part_meta,
     read_part_header,
@@ -78,9 +85,16 @@ def write_unlabelled_part(
     settings = store_settings(first.labels, first.special_indices, options, splits)
     everyone = list(range(len(teacher_files)))
     path = unlabelled_part_path(folder, len(teacher_files))
+    priority = valid_ctc_per(folder, len(teacher_files))
     for old in unlabelled_part_files(folder):
         meta, indices = read_part_header(old)
         diff = settings_differences(meta["settings"], settings)
+        version = meta.get("format_version", 1)
+        if version < FORMAT_VERSION:
+            diff.append(
+                f"format version {version}, without leave-one-out scores and "
+                "disagreement"
+            )
         if indices != everyone:
             diff.append(f"it holds teachers {indices}, the list has {everyone}")
         else:
@@ -106,25 +120,49 @@ def write_unlabelled_part(
             teachers, settings, splits, list_file, len(teacher_files), options
         )
         meta["kind"] = UNLABELLED
+        meta["tie_break"] = {"valid_ctc_per": priority}
         logger.info("Writing the unlabelled split of teachers %s to %s", everyone, path)
         writer = PartWriter(path, meta, everyone, options, len(meta["labels"]), lock)
         return writer.write(
             lambda disk_full: _write(
-                writer, path, teachers, loader, options, progress, disk_full, autocast
+                writer, path, teachers, loader, options, progress, disk_full,
+                autocast, priority,
             )
+        )  # fmt: skip
+
+
+def valid_ctc_per(folder, n_teachers):
+    """[N] floats: each teacher's corpus-level greedy CTC PER on valid (%),
+    from the metadata of the store's complete labelled parts (the tie-break
+    of the consensus). A teacher without a labelled part is a StoreError."""
+    found = {}
+    for path in complete_part_files(folder):
+        meta, indices = read_part_header(path)
+        per = meta["splits"].get("valid", {}).get("per", {}).get("ctc", [])
+        found.update(zip(indices, per, strict=False))
+    missing = [k for k in range(n_teachers) if k not in found]
+    if missing:
+        raise StoreError(
+            f"{folder} has no labelled part with the valid PER of teachers "
+            f"{missing}: the unlabelled part breaks ties between teachers by it. "
+            "Run save_teachers.py without --teacher_index first (it writes the "
+            "labelled parts, then the unlabelled one)."
         )
+    return [float(found[k]) for k in range(n_teachers)]
 
 
-def _write(writer, path, teachers, loader, options, progress, disk_full, autocast):
+def _write(
+    writer, path, teachers, loader, options, progress, disk_full, autocast, priority
+):
     writer.begin_split(UNLABELLED)
     name = os.path.basename(path)
     for batch in tqdm(loader, desc=f"{name} {UNLABELLED}", disable=not progress):
         wavs, wav_lens = batch.sig
         with autocast():
-            targets, chosen = consensus_targets(
-                teachers, wavs, wav_lens, options.temperature
+            targets, scores = consensus_targets(
+                teachers, wavs, wav_lens, options.temperature, priority
             )
-        writer.append(batch.id, targets, chosen)
+        writer.append(batch.id, targets, scores)
         if disk_full:  # h5py could only print it: stop now
             raise disk_full[0]
     writer.end_split(UNLABELLED)

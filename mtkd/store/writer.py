@@ -34,6 +34,7 @@ from mtkd.store.format import (
     FORMAT_VERSION,
     INDEX_ARRAYS,
     PARTIAL_SUFFIX,
+    UNLABELLED_ARRAYS,
     StoreError,
     StoreOptions,
     complete_part_files,
@@ -452,15 +453,15 @@ class PartWriter:
         if free is not None and free < 2 * needed + SPACE_MARGIN_BYTES:
             raise disk_full_error(self.partial, "the teacher store part")
 
-    def append(self, utt_ids, targets, chosen=None):
+    def append(self, utt_ids, targets, scores=None):
         """Appends a batch: ``targets[b][k]`` is teacher k's UttTargets for b;
-        ``chosen[b]`` (unlabelled split) the teacher whose hypothesis is b's
-        consensus, the reference the targets were made against."""
+        ``scores`` (unlabelled split) {name: [B] or [B, N] values} of
+        ``UNLABELLED_ARRAYS`` (``consensus_targets``' scores)."""
         raise_if_interrupted()  # a Ctrl-C lost in a finaliser stops here
         self.check_space(targets)
         rows = self.rows
-        if chosen is not None:
-            rows.setdefault("consensus_teacher", []).extend(chosen)
+        for name, _, _ in UNLABELLED_ARRAYS if scores is not None else ():
+            rows.setdefault(name, []).extend(list(scores[name]))
         hyp_start = sum(len(h) for h in self.hyps)
         for utt_id, row in zip(utt_ids, targets, strict=True):
             rows["utt_ids"].append(utt_id)
@@ -506,11 +507,12 @@ class PartWriter:
             if per_teacher:
                 values = values.reshape(-1, self.n_teachers)
             g.create_dataset(name, data=values)
-        if "consensus_teacher" in rows:
-            g.create_dataset(
-                "consensus_teacher",
-                data=np.asarray(rows["consensus_teacher"], dtype=np.int32),
-            )
+        for name, dtype, per_teacher in UNLABELLED_ARRAYS:
+            if name in rows:
+                values = np.asarray(rows[name], dtype=dtype)
+                if per_teacher:
+                    values = values.reshape(-1, self.n_teachers)
+                g.create_dataset(name, data=values)
         phones = max(int(np.sum(rows["ref_lens"])), 1)
         info = self.meta["splits"][split]
         info["per"] = {

@@ -761,15 +761,19 @@ def make_mini_timit(
     return summary
 
 
-def _build(root, speakers, seed, num_workers, stream=3):
+def _build(root, speakers, seed, num_workers, stream=3, first=0):
     """Synthesises and writes every speaker under ``root``; returns a summary.
 
     ``stream``: the numpy stream of the noise and levels (``[seed, stream, i,
     j]`` for utterance j of speaker i), so that another set of speakers made
-    from the same seed (the pool) draws its own numbers."""
+    from the same seed (the pool) draws its own numbers. ``first``: the
+    number i of ``speakers[0]`` (a pool grown by more speakers draws the
+    numbers the new speakers would have drawn in one build)."""
     if num_workers is None:
         num_workers = min(os.cpu_count() or 1, 8)
-    jobs = [_speaker_job(s, i, seed, stream) for i, s in enumerate(speakers)]
+    jobs = [
+        _speaker_job(s, i, seed, stream) for i, s in enumerate(speakers, start=first)
+    ]
     # In the order the speakers come: TRAIN, TEST (train, dev, test) for the
     # corpus, POOL (pool) for the pool.
     folders = {

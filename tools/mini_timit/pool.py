@@ -11,7 +11,11 @@ The phones stay beside the audio only so that a study can train an *oracle*
 (the same audio with its true phones): a real unlabelled pool has none.
 
 The pool follows from the corpus's seed and options and its own count: the
-same arguments give the same bytes, and a finished pool is reused.
+same arguments give the same bytes, and a finished pool is reused. Speaker i
+draws the same numbers whatever the count, so a pool of N speakers is the
+first N of a larger one: asking an existing pool for more speakers adds the
+new ones and keeps the old bytes (the study's 1x and 2x pools stay inside its
+4x pool).
 """
 
 from __future__ import annotations
@@ -140,14 +144,18 @@ def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
     out = Path(corpus_dir) / POOL_FOLDER
     if out.exists():
         marker = _read_marker(out / POOL_MARKER)
-        if marker is None or marker.get("options") != options:
+        old = marker and marker.get("options")
+        if old == options:
+            logger.info("%s already holds this pool; reusing it", out)
+            return {**marker["summary"], "reused": True}
+        grows = old and {**old, "pool_speakers": pool_speakers} == options
+        if not grows or old["pool_speakers"] > pool_speakers:
             raise MiniTimitError(
                 f"{out} exists but was not made with these options "
-                f"({marker and marker.get('options')}, asked: {options}); "
-                "delete it to make the pool again"
+                f"({old}, asked: {options}); delete it to make the pool again "
+                "(a pool grows by more speakers, and only that)"
             )
-        logger.info("%s already holds this pool; reusing it", out)
-        return {**marker["summary"], "reused": True}
+        return _grow_pool(out, marker, options, num_workers, t0)
     speakers = plan_pool(corpus, pool_speakers, per_speaker)
     _check_flite(speakers)
     tmp = out.with_name(f"{POOL_FOLDER}.tmp-{os.getpid()}")
@@ -178,5 +186,58 @@ def make_mini_pool(corpus_dir, pool_speakers, per_speaker=8, num_workers=None):
     logger.info(
         "pool written to %s: %d utterances, %.1f min", out,
         summary["utterances"], summary["seconds"] / 60,
+    )  # fmt: skip
+    return {**summary, "reused": False}
+
+
+def _grow_pool(out, marker, options, num_workers, t0):
+    """Adds the speakers ``marker``'s pool lacks to ``options['pool_speakers']``.
+
+    The old speakers' files stay as they are; the new ones are synthesised
+    with the numbers they draw in a pool made at once (``_build``'s
+    ``first``), written beside, moved in, and the marker is rewritten last:
+    an interrupted run leaves the old marker, and its stray new speaker
+    folders are removed by the next run.
+    """
+    corpus = options["corpus"]
+    speakers = plan_pool(corpus, options["pool_speakers"], options["per_speaker"])
+    have = marker["options"]["pool_speakers"]
+    known = {(s.dr, s.spk_id) for s in speakers[:have]}
+    for folder in sorted(out.glob("DR*/*")):
+        if (folder.parent.name, folder.name) not in known:
+            shutil.rmtree(folder)  # left by an interrupted run
+            if not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
+    tmp = out.with_name(f"{POOL_FOLDER}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        built = _build(
+            tmp, speakers[have:], corpus["seed"], num_workers, _NOISE_STREAM, have
+        )
+        for folder in sorted((tmp / POOL_FOLDER).glob("DR*/*")):
+            (out / folder.parent.name).mkdir(exist_ok=True)
+            os.rename(folder, out / folder.parent.name / folder.name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    old = marker["summary"]
+    summary = {
+        **old,
+        "options": options,
+        "speakers": len(speakers),
+        "utterances": old["utterances"] + built["total_utterances"],
+        "seconds": round(old["seconds"] + built["total_seconds"], 2),
+        "grown_from": have,
+        "wall_seconds": round(time.time() - t0, 2),
+    }
+    tmp_marker = out / (POOL_MARKER + ".tmp")
+    with open(tmp_marker, "w", encoding="utf-8") as f:
+        json.dump({"options": options, "summary": summary}, f, indent=2)
+        f.write("\n")
+    os.replace(tmp_marker, out / POOL_MARKER)
+    logger.info(
+        "pool %s grown from %d to %d speakers: %d utterances, %.1f min", out,
+        have, len(speakers), summary["utterances"], summary["seconds"] / 60,
     )  # fmt: skip
     return {**summary, "reused": False}
