@@ -419,7 +419,7 @@ def build_jobs(args, data_folder):
     store_folder = os.path.join(out, "save_teachers")
     list_file = os.path.join(out, "teachers.txt")
     argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
-    argv += ["--tea_models_dir", list_file, "--output_folder", store_folder]
+    argv += ["--teacher_list", list_file, "--output_folder", store_folder]
     if args.unlabelled:
         argv += ["--unlabelled", pool_folder(data_folder)]
     save = Job(

@@ -207,11 +207,12 @@ def pretrained_model_path(pretrain_st_dir):
             if has_checkpoints:
                 return best_checkpoint_model_path(save_folder)
     raise RecipeError(
-        f"pretrain is True but pretrain_st_dir ({pretrain_st_dir}) is neither a "
-        "teacher model.ckpt nor a folder holding one (a CKPT+... checkpoint "
-        "folder, or a teacher's save/ or output folder): give one with "
-        "--pretrain_st_dir, or set --pretrain False to start the student from "
-        "scratch."
+        f"pretrain is True but {pretrain_st_dir} (--pretrain_checkpoint, the "
+        "original recipe's --pretrain_st_dir) is neither a teacher model.ckpt "
+        "nor a folder holding one (a CKPT+... checkpoint folder, or a "
+        "teacher's save/ or output folder): give one with "
+        "--pretrain_checkpoint, or set --pretrain False to start the student "
+        "from scratch."
     )
 
 
