@@ -365,7 +365,8 @@ class Scheduler:
 
 
 def _percent(value):
-    """'2.26e+02' -> '226.00 %' (SpeechBrain's log writes some in e-notation)."""
+    """'235.12' -> '235.12 %' (the train log writes PERs with two decimals;
+    an older log's '2.35e+02' shows as '235.00 %')."""
     try:
         return f"{float(value):.2f} %"
     except (TypeError, ValueError):
@@ -373,21 +374,24 @@ def _percent(value):
 
 
 def short_log_line(line):
-    """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid PER: 1.05e+02, valid
-    CTC_PER: 43.02' -> 'epoch 3: valid PER 105.00 % (attention search), CTC PER
-    43.02 % (greedy CTC) (28.1 s)'. Both figures, named: the tables use greedy
-    CTC, the attention search is what the paper reports."""
+    """'epoch: 3, lr: ..., time_s: 28.1 - train ... - valid PER: 105.03, valid
+    CTC_PER: 43.02' -> 'epoch 3: valid PER 105.03 % (attention search), valid
+    CTC PER 43.02 % (greedy CTC) (28.1 s)'. Both figures, by the names the
+    results tables use: PER is the attention search's, CTC PER greedy CTC's
+    (the demo's selection metric). Any other line (the train log's note on a
+    PER above 100 %) is shown as it is."""
     parts = log_line_values(line)
     if "epoch" in parts:
         return (
             f"epoch {parts['epoch']}: valid PER {_percent(parts.get('valid PER'))} "
-            f"(attention search), CTC PER {_percent(parts.get('valid CTC_PER'))} "
-            f"(greedy CTC) ({parts.get('time_s', '?')} s)"
+            f"(attention search), valid CTC PER "
+            f"{_percent(parts.get('valid CTC_PER'))} (greedy CTC) "
+            f"({parts.get('time_s', '?')} s)"
         )
     if "test PER" in parts:
         return (
             f"test PER {_percent(parts['test PER'])} (attention beam search), "
-            f"CTC PER {_percent(parts.get('test CTC_PER'))} (greedy CTC)"
+            f"test CTC PER {_percent(parts.get('test CTC_PER'))} (greedy CTC)"
         )
     return line
 
@@ -426,7 +430,7 @@ def build_jobs(args, data_folder):
     store_folder = os.path.join(out, "save_teachers")
     list_file = os.path.join(out, "teachers.txt")
     argv = ["save_teachers.py", "hparams/save_teachers.yaml", *common]
-    argv += ["--tea_models_dir", list_file, "--output_folder", store_folder]
+    argv += ["--teacher_list", list_file, "--output_folder", store_folder]
     if args.unlabelled:
         argv += ["--unlabelled", pool_folder(data_folder)]
     save = Job(

@@ -2,7 +2,7 @@
 """Stage 2: run every teacher once and store what distillation needs.
 
     python save_teachers.py hparams/save_teachers.yaml --data_folder /path/to/TIMIT \
-        --tea_models_dir teachers.txt --output_folder results/store
+        --teacher_list teachers.txt --output_folder results/store
 
 For every teacher of the list file and every utterance of train, valid and
 test, the store keeps the greedy CTC hypothesis, the teacher-forced attention
@@ -69,11 +69,17 @@ def make_loaders(hparams, datasets):
     }
 
 
+def is_array_task(hparams):
+    """Whether this run writes some teachers' part only (``--teacher_index``,
+    ``--teacher_indices``: one task of an array)."""
+    return any(hparams[key] is not None for key in ("teacher_index", "teacher_indices"))
+
+
 def write_unlabelled(hparams, list_file, files, load, device, run_opts):
     """The store's unlabelled part (every teacher at once: the consensus needs
     all their hypotheses); an array task for some teachers leaves it."""
-    prepare_unlabelled_manifest(hparams)
-    if hparams["teacher_index"] is not None or hparams["teacher_indices"] is not None:
+    prepare_unlabelled_manifest(hparams)  # skips itself if already prepared
+    if is_array_task(hparams):
         print(
             "The unlabelled part needs every teacher in one run: once the "
             "array's parts are written, run this command again without "
@@ -105,17 +111,20 @@ def main(argv):
         argv, "save_teachers.py", HELP_HPARAMS, __doc__.split("\n\n")[0]
     ):
         return
-    loaded = load_hparams(argv)
+    loaded = load_hparams(argv)  # also the device preflight
     hparams = loaded.hparams
-    device = cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
+    device = loaded.device
     cluster.exit_on_signal()  # SIGUSR1/SIGTERM: drop the part being written, exit 75
+    # The teachers: every line checked (files, shared labels) before anything
+    # is written.
+    list_file = hparams["tea_models_dir"]
+    files = check_teacher_list(list_file, hparams["phn_set"])
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)
-
-    # The teachers: every line checked (files, shared labels) before any work.
-    list_file = hparams["tea_models_dir"]
-    files = check_teacher_list(list_file, hparams["phn_set"])
+    if hparams.get("unlabelled") and not is_array_task(hparams):
+        # Every unlabelled file checked now, not after the labelled parts.
+        prepare_unlabelled_manifest(hparams)
     hparams.update(pipeline_label_keys(files))
     label_path = os.path.join(hparams["output_folder"], "label_encoder.txt")
     datasets, label_encoder = prepare_datasets(hparams, label_path)

@@ -2,7 +2,7 @@
 """Stage 3: train a student from the reference labels and the teacher store.
 
     python train_kd.py hparams/train_kd.yaml --data_folder /path/to/TIMIT \\
-        --tea_infer_dir results/teacher_store --pretrain_st_dir T/model.ckpt \\
+        --tea_infer_dir results/teacher_store --pretrain_checkpoint T/model.ckpt \\
         --strategy weighted
 
 Strategies (``strategy``): ``average``, ``best``, ``weighted`` (Gao, Parcollet
@@ -150,10 +150,9 @@ def main(argv):
     summary = __doc__.split("\n\n")[0]
     if print_help_if_asked(argv, "train_kd.py", HELP_HPARAMS, summary):
         return
-    loaded = load_hparams(argv)
+    loaded = load_hparams(argv)  # also the device preflight
     hparams = loaded.hparams
     check_kd_keys(hparams)
-    cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
     cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])

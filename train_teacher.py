@@ -47,9 +47,8 @@ def main(argv):
         argv, "train_teacher.py", HELP_HPARAMS, __doc__.split("\n\n")[0]
     ):
         return
-    loaded = load_hparams(argv)
+    loaded = load_hparams(argv)  # also the device preflight
     hparams = loaded.hparams
-    cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
     cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
     sb.create_experiment_directory(hparams["output_folder"])

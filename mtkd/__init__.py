@@ -20,3 +20,9 @@ class RecipeError(ValueError):
     The stage scripts print its message without a traceback and exit with
     status 2; the message says what is wrong, where, and what to do.
     """
+
+
+# SpeechBrain's train logger, imported once without its torchvision warning
+# (mtkd.train_log): every stage and tool imports mtkd before SpeechBrain
+# would import it.
+from mtkd import train_log  # noqa: E402, F401

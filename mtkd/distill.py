@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.utils.distributed import ddp_broadcast, if_main_process
 
 from mtkd import RecipeError
 from mtkd.brain import ASRBrain, Predictions
@@ -235,6 +236,25 @@ def _amount(entries):
     return {"utterances": len(entries), "hours": round(hours, 4)}
 
 
+def verify_store_on_main(store):
+    """``store.verify()``, which reads every byte of the store, on the main
+    process only. Under DDP the other ranks wait for its verdict: on a
+    damaged store the main process raises the StoreError (the run's one
+    ``ERROR:`` line) and every other rank stops cleanly (exit status 2) with
+    no message of its own, instead of waiting for a rank that has left."""
+    failure = None
+    if if_main_process():
+        try:
+            store.verify()
+        except Exception as err:  # noqa: BLE001 - the other ranks must hear of it
+            failure = err
+    verdict = ddp_broadcast(None if failure is None else str(failure), src=0)
+    if failure is not None:
+        raise failure
+    if verdict is not None:
+        raise SystemExit(2)
+
+
 def check_store_matches(store, hparams, label_encoder):
     """Stops before training if the store was made for other data or labels.
 
@@ -243,7 +263,7 @@ def check_store_matches(store, hparams, label_encoder):
     says what differs and what to do.
     """
     where = hparams["tea_infer_dir"]
-    store.verify()  # damaged bytes anywhere in a part: named now, not mid-epoch
+    verify_store_on_main(store)  # damaged bytes: named now, not mid-epoch
     labels = [label_encoder.ind2lab[i] for i in range(len(label_encoder))]
     if list(store.label_encoder_labels) != labels:
         differ = [
@@ -300,11 +320,12 @@ def pretrained_model_path(pretrain_st_dir):
             if has_checkpoints:
                 return best_checkpoint_model_path(save_folder)
     raise RecipeError(
-        f"pretrain is True but pretrain_st_dir ({pretrain_st_dir}) is neither a "
-        "teacher model.ckpt nor a folder holding one (a CKPT+... checkpoint "
-        "folder, or a teacher's save/ or output folder): give one with "
-        "--pretrain_st_dir, or set --pretrain False to start the student from "
-        "scratch."
+        f"pretrain is True but {pretrain_st_dir} (--pretrain_checkpoint, the "
+        "original recipe's --pretrain_st_dir) is neither a teacher model.ckpt "
+        "nor a folder holding one (a CKPT+... checkpoint folder, or a "
+        "teacher's save/ or output folder): give one with "
+        "--pretrain_checkpoint, or set --pretrain False to start the student "
+        "from scratch."
     )
 
 

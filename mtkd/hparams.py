@@ -38,6 +38,7 @@ from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
 from mtkd.model import DECODER_RNNS, ENCODER_RNNS
 from mtkd.writable import cannot_write_message, check_output_folder
 from timit_prepare import PHONE_SETS
+from unlabelled_prepare import TIMIT_SA
 
 MAX_BASE_DEPTH = 10
 # The recipe's own hparams/ folder: where a `base:` not found beside a copied
@@ -49,6 +50,38 @@ RECIPE_HPARAMS = os.path.join(
 # Keys that were renamed: an old name on a command line or in a child file gets
 # an error that names the new one.
 RENAMED_KEYS = {"speed_perturb": "augment"}
+
+# Options named for what they take, beside the original recipe's names (the
+# YAML keys, which keep working): `--teacher_list teachers.txt` sets
+# `tea_models_dir`, `--pretrain_checkpoint T/model.ckpt` sets `pretrain_st_dir`.
+OPTION_ALIASES = {
+    "teacher_list": "tea_models_dir",
+    "pretrain_checkpoint": "pretrain_st_dir",
+}
+ALIAS_OF_KEY = {key: alias for alias, key in OPTION_ALIASES.items()}
+
+# Each stage script's YAML, for the message when it is run without one.
+STAGE_HPARAMS = {
+    "train_teacher.py": "hparams/teachers/tea0.yaml",
+    "save_teachers.py": "hparams/save_teachers.yaml",
+    "train_kd.py": "hparams/train_kd.yaml",
+}
+
+# Inputs that must exist before a stage writes anything: (file or folder,
+# what to give instead).
+INPUT_PATHS = {
+    "data_folder": ("folder", "the TIMIT folder that holds TRAIN and TEST"),
+    "tea_models_dir": (
+        "file",
+        "the teacher list file: one model.ckpt path per line, the last line "
+        "train_teacher.py prints (slurm/teacher_list.py writes one from run "
+        "folders)",
+    ),
+    "tea_infer_dir": (
+        "path",
+        "the teacher store that save_teachers.py wrote (its output folder's store/)",
+    ),
+}
 
 
 # Folders a stage writes in: checked before anything is built or written.
@@ -69,6 +102,7 @@ class LoadedHparams:
     yaml_text: str  # the base HyperPyYAML text with `add:` keys appended
     overrides: dict  # child files' values, then the command line
     sources: list  # every file read, command-line file first
+    device: str = "cpu"  # where the stage runs (cluster.preflight's answer)
 
 
 def _load_yaml(text, where):
@@ -174,21 +208,154 @@ def resolve_base(hparams_file, overrides=None):
     return current, text, _merge(merged, overrides or {}), sources
 
 
+def _has_no_such_key(hparams_file, base_file):
+    """'FILE has no such top-level key', naming the file the user gave (and
+    its base file, where the keys of a child file come from)."""
+    if os.path.abspath(hparams_file) == os.path.abspath(base_file):
+        return f"{hparams_file} has no such top-level key"
+    shown = os.path.relpath(base_file)
+    if shown.startswith(".."):
+        shown = base_file
+    return f"neither {hparams_file} nor its base {shown} has such a top-level key"
+
+
+def _other_name(name):
+    """The other name of an option that has two (``OPTION_ALIASES``), or None."""
+    return OPTION_ALIASES.get(name) or ALIAS_OF_KEY.get(name)
+
+
+def unknown_key_error(key, known, hparams_file, base_file, cli):
+    """The error for an option or child-file key that the stage's YAML does not
+    have: where it came from, the file the user named, the closest known keys
+    (an option with two names is suggested by the closer one, the other given
+    beside it)."""
+    from_cli = key in cli
+    dash = "--" if from_cli else ""
+    names = sorted(set(known) | set(OPTION_ALIASES))
+    close, seen = [], set()
+    for name in difflib.get_close_matches(key, names, n=3):
+        canonical = OPTION_ALIASES.get(name, name)
+        if canonical not in seen:
+            seen.add(canonical)
+            other = _other_name(name)
+            close.append(f"{dash}{name}" + (f" (also {dash}{other})" if other else ""))
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    if key in RENAMED_KEYS:
+        hint = f" It was renamed: use `{dash}{RENAMED_KEYS[key]}`."
+    what = "option" if from_cli else "hyperparameter"
+    source = "the command line" if from_cli else hparams_file
+    return HparamsError(
+        f"Unknown {what} `{dash}{key}` (from {source}): "
+        f"{_has_no_such_key(hparams_file, base_file)}.{hint}"
+    )
+
+
 def _unknown_key_error(err, hparams_file, base_file, cli):
-    """Names the unknown key, where it came from, and the closest known keys."""
+    """``unknown_key_error`` for HyperPyYAML's KeyError on an override."""
     match = re.search(r"Override '([^']+)' not found in: (\[.*\])", str(err))
     if not match:
         return HparamsError(f"{hparams_file}: {err}")
     key, known = match.group(1), ast.literal_eval(match.group(2))
-    source = "the command line" if key in cli else hparams_file
-    close = difflib.get_close_matches(key, known, n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    if key in RENAMED_KEYS:
-        hint = f" It was renamed: use `{RENAMED_KEYS[key]}`."
-    return HparamsError(
-        f"Unknown hyperparameter `{key}` (from {source}): {base_file} has no such "
-        f"top-level key.{hint}"
+    return unknown_key_error(key, known, hparams_file, base_file, cli)
+
+
+def check_known_keys(text, overrides, hparams_file, base_file, cli):
+    """Every override (command line, child files) must be a top-level key of
+    the stage's YAML ``text``: checked before anything else reads the values,
+    so a misspelt option is named as such (and not reported as the option it
+    was meant to be, left without a value)."""
+    known = set(_load_yaml(text, base_file))
+    for key in overrides:
+        if key not in known:
+            raise unknown_key_error(key, known, hparams_file, base_file, cli)
+
+
+def apply_option_aliases(values, where):
+    """``values`` with the new option names (``OPTION_ALIASES``) as the
+    original recipe's keys; both names for one key is an error."""
+    out = dict(values)
+    for alias, key in OPTION_ALIASES.items():
+        if alias not in out:
+            continue
+        if key in out:
+            raise HparamsError(
+                f"--{alias} and --{key} are one option (--{key} is its original "
+                f"name), given twice in {where}: keep --{alias}."
+            )
+        out[key] = out.pop(alias)
+    return out
+
+
+def check_stage_file_first(argv):
+    """Stops with the usage when the stage's YAML is not the first argument:
+    ``train_teacher.py --data_folder DIR`` would take DIR for the YAML file."""
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    example = STAGE_HPARAMS.get(script, "hparams/teachers/tea0.yaml")
+    script = script if script in STAGE_HPARAMS else "the stage script"
+    usage = (
+        f"the first argument is the stage's hyperparameter file, e.g. `python "
+        f"{script} {example} --data_folder /path/to/TIMIT`"
     )
+    if not argv or argv[0].startswith("-"):
+        given = " ".join(argv[:2]) if argv else "nothing"
+        raise HparamsError(f"No hyperparameter file given ({given} first): {usage}.")
+    if os.path.isdir(argv[0]):
+        raise HparamsError(
+            f"{argv[0]} is a folder, not a hyperparameter file: {usage}."
+        )
+    if not os.path.exists(argv[0]):
+        raise HparamsError(f"Hyperparameter file not found: {argv[0]} ({usage}).")
+
+
+def typed_option_names(raw_cli):
+    """{key: the option name the user typed for it} for the keys with two
+    names; a key not on the command line goes by its new name."""
+    return {
+        key: alias if alias in raw_cli or key not in raw_cli else key
+        for alias, key in OPTION_ALIASES.items()
+    }
+
+
+def check_inputs_exist(values, option_names=None):
+    """The inputs of ``INPUT_PATHS`` that are given must exist: checked on the
+    resolved values, before anything is built or written (a missing data
+    folder would otherwise be found after the output folder was made, a
+    missing teacher list after data preparation). A source of unlabelled
+    audio that names a path must exist too, and so must a teacher checkpoint
+    given for ``pretrain``."""
+    names = option_names or ALIAS_OF_KEY
+    for key, (kind, what) in INPUT_PATHS.items():
+        path = values.get(key)
+        if not isinstance(path, str):
+            continue  # not given (null), or not this stage's key
+        exists = {"folder": os.path.isdir, "file": os.path.isfile}.get(
+            kind, os.path.exists
+        )(path)
+        if not exists:
+            option = "--" + names.get(key, key)
+            problem = "no such file or folder" if kind == "path" else f"no such {kind}"
+            if kind != "path" and os.path.exists(path):
+                problem = f"not a {kind}"
+            raise HparamsError(
+                f"{option} {path}: {problem}. Give {what}. Nothing was written."
+            )
+    checkpoint = values.get("pretrain_st_dir")
+    if values.get("pretrain") is True and isinstance(checkpoint, str):
+        if not os.path.exists(checkpoint):
+            option = "--" + names.get("pretrain_st_dir", "pretrain_st_dir")
+            raise HparamsError(
+                f"{option} {checkpoint}: no such file or folder. Give a teacher's "
+                "model.ckpt (or its run folder) to start the student's encoder "
+                "from, or set --pretrain False to start the student from "
+                "scratch. Nothing was written."
+            )
+    source = values.get("unlabelled")
+    if isinstance(source, str) and source != TIMIT_SA and not os.path.exists(source):
+        raise HparamsError(
+            f"--unlabelled {source}: no such folder or manifest. Give {TIMIT_SA} "
+            "(TIMIT's SA sentences), a folder of audio files or a manifest with "
+            "wav and duration. Nothing was written."
+        )
 
 
 # Keys of the recipe whose values must be whole numbers (sizes, counts,
@@ -359,8 +526,9 @@ def check_value_ranges(hparams, hparams_file):
     (see ``POSITIVE_KEYS``, ``NON_NEGATIVE_KEYS``, ``FRACTION_KEYS``,
     ``INTEGER_KEYS``, ``CHOICES``), naming the key.
 
-    Also run on the plain override values before anything is built (building
-    the objects creates the output folder)."""
+    ``load_hparams`` runs it once on the resolved values, before anything is
+    built (building the objects creates the output folder), then on the few
+    values known only once built."""
     where = f"({hparams_file} and the command line). Nothing was written."
     for key in sorted(RANGE_KEYS):
         value = hparams.get(key)
@@ -435,17 +603,22 @@ def load_hparams(argv):
     """Parses ``script.py HPARAMS.yaml [--key value ...]`` the SpeechBrain way.
 
     Returns a ``LoadedHparams``. Unknown keys (a typo on the command line or in a
-    child file) stop with an error naming the key instead of being ignored.
+    child file) stop with an error naming the key instead of being ignored;
+    values out of range and inputs that do not exist stop before anything is
+    built or written.
     """
+    check_stage_file_first(argv)
     hparams_file, run_opts, overrides_yaml = sb.parse_arguments(argv)
-    cluster.preflight(run_opts)  # device and launch options, before any work
+    device = cluster.preflight(run_opts)  # device and launch options, before any work
     # SpeechBrain's run option (the command line's --max_grad_norm); a value
     # in a YAML file is checked with the other keys below.
     check_value_ranges({"max_grad_norm": run_opts["max_grad_norm"]}, hparams_file)
-    cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
+    raw_cli = _load_yaml(_last_wins(overrides_yaml or ""), "command-line overrides")
+    cli = apply_option_aliases(raw_cli, "the command line")
     base_file, text, overrides, sources = resolve_base(hparams_file, cli)
+    overrides = apply_option_aliases(overrides, hparams_file)
+    check_known_keys(text, overrides, hparams_file, base_file, cli)
     check_value_types(text, overrides, hparams_file, base_file, cli)
-    check_value_ranges(overrides, hparams_file)
     try:
         preview = _resolved_values(text, overrides)
         check_value_ranges(preview, hparams_file)
@@ -453,6 +626,7 @@ def load_hparams(argv):
         for key in OUTPUT_FOLDER_KEYS:  # building the objects creates folders
             if isinstance(preview.get(key), str):
                 check_output_folder(preview[key], key)
+        check_inputs_exist(preview, typed_option_names(raw_cli))
         hparams = load_hyperpyyaml(io.StringIO(text), _dump_yaml(overrides))
     except KeyError as err:
         raise _unknown_key_error(err, hparams_file, base_file, cli) from err
@@ -460,13 +634,19 @@ def load_hparams(argv):
         if "PLACEHOLDER" not in str(err):
             raise
         key = str(err).split("'")[1] if "'" in str(err) else str(err)
+        option = typed_option_names(raw_cli).get(key, key)
         raise HparamsError(
-            f"{hparams_file}: `{key}` has no value. Give it on the command line, "
-            f"e.g. `--{key} /path/to/...`."
+            f"{hparams_file}: `{option}` has no value. Give it on the command line, "
+            f"e.g. `--{option} /path/to/...`."
         ) from err
-    check_value_ranges(hparams, hparams_file)
+    # Values known only once built (a tagged value in the preview) get their
+    # range check now; the others were checked on the preview.
+    built_only = {k: hparams.get(k) for k in preview if _is_tagged(preview[k])}
+    check_value_ranges(built_only, hparams_file)
     check_model_keys(hparams, hparams_file)
-    return LoadedHparams(hparams, run_opts, hparams_file, text, overrides, sources)
+    return LoadedHparams(
+        hparams, run_opts, hparams_file, text, overrides, sources, device
+    )
 
 
 def save_resolved_hparams(loaded):

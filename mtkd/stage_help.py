@@ -16,7 +16,7 @@ import textwrap
 
 import speechbrain as sb
 
-from mtkd.hparams import _as_tuple, _load_yaml, resolve_base
+from mtkd.hparams import ALIAS_OF_KEY, _as_tuple, _load_yaml, resolve_base
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -46,7 +46,8 @@ def _shown(value):
 
 def recipe_keys(hparams_file):
     """[(key, default text)] of the plain top-level keys of ``hparams_file``
-    (its ``base:`` file's, with the child's values and ``add:`` keys)."""
+    (its ``base:`` file's, with the child's values and ``add:`` keys); a key
+    with a newer option name is listed by that name."""
     base_file, text, overrides, _ = resolve_base(hparams_file)
     values = dict(_load_yaml(text, base_file))
     values.update(overrides)
@@ -55,8 +56,11 @@ def recipe_keys(hparams_file):
         if key.startswith("__") or key == "base":
             continue
         shown = _shown(value)
-        if shown is not None:
-            keys.append((key, shown))
+        if shown is None:
+            continue
+        if key in ALIAS_OF_KEY:  # listed by its new name (hparams.OPTION_ALIASES)
+            key, shown = ALIAS_OF_KEY[key], f"{shown}  (or --{key}, its original name)"
+        keys.append((key, shown))
     return keys
 
 

@@ -1,7 +1,8 @@
 """Teachers rebuilt from their own training runs, and what they teach.
 
-A teacher list file (``tea_models_dir`` in the YAML) names one ``model.ckpt`` per
-line. Everything else comes from the run that saved it::
+A teacher list file (``--teacher_list``; ``tea_models_dir`` in the YAML)
+names one ``model.ckpt`` per line. Everything else comes from the run that
+saved it::
 
     <run>/hyperparams.yaml            every value the run used
     <run>/save/model_config.json      CTCAttentionASR kwargs, features, indices
@@ -51,7 +52,7 @@ def read_teacher_list(path):
     """
     if not os.path.isfile(path):
         raise TeacherListError(
-            f"Teacher list file not found: {path}. Give `--tea_models_dir` a text "
+            f"Teacher list file not found: {path}. Give `--teacher_list` a text "
             "file with one model.ckpt path per line."
         )
     base = os.path.dirname(os.path.abspath(path))

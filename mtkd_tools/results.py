@@ -320,6 +320,9 @@ def group_runs(runs):
                     "n": len(members),
                     "varying": dict(label),
                     "parameters": members[0]["parameters"],
+                    "selection_metric": _one_or_none(
+                        {r.get("selection_metric") for r in members}
+                    ),
                     **{
                         key: mean_std([r.get(key) for r in members])
                         for key in (*METRICS, "wall_time_s")
@@ -327,6 +330,11 @@ def group_runs(runs):
                 }
             )
     return groups
+
+
+def _one_or_none(values):
+    """The one value of a set, or None for none or several."""
+    return next(iter(values)) if len(values) == 1 else None
 
 
 def _baseline_for(group, baselines):
@@ -449,15 +457,36 @@ def _seeds_cell(seeds):
     return ", ".join(str(s) for s in seeds)
 
 
-def markdown_table(groups, extra_columns=()):
+def selection_metrics(items):
+    """The selection metrics (``PER``, ``CTC_PER``) of runs, or of models
+    (``group_runs``: theirs, or their runs')."""
+    metrics = set()
+    for item in items:
+        if item.get("selection_metric"):
+            metrics.add(item["selection_metric"])
+        metrics.update(run["selection_metric"] for run in item.get("runs", ()))
+    return metrics
+
+
+def valid_name(items):
+    """What the tables call the valid figure, the selection metric's: ``valid
+    CTC PER`` when every run selected on greedy CTC (the name of greedy CTC's
+    figure everywhere: train log, progress lines, test columns), else ``valid
+    PER`` (the attention search's, or a mix explained under the table)."""
+    return "valid CTC PER" if selection_metrics(items) == {"CTC_PER"} else "valid PER"
+
+
+def markdown_table(groups, extra_columns=(), valid=None):
     """The results table, one row per model (``group_runs``): seeds,
-    parameters, valid PER, test PER, test CTC PER, the valid PER change over
-    the last 3 epochs (mean ± sample std over seeds) and the wall time per run.
+    parameters, the valid figure (``valid``, default ``valid_name(groups)``),
+    test PER, test CTC PER, the valid figure's change over the last 3 epochs
+    (mean ± sample std over seeds) and the wall time per run.
 
     ``extra_columns``: (header, function of a run -> text) pairs appended to
     each row, given the model's first run (the size and speed columns).
     """
-    head = ["model", "seeds", "parameters", "valid PER", "test PER", "test CTC PER"]
+    valid = valid or valid_name(groups)
+    head = ["model", "seeds", "parameters", valid, "test PER", "test CTC PER"]
     head += [f"valid change, last {LAST_EPOCHS} epochs", "wall time per run"]
     head += [h for h, _ in extra_columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -478,7 +507,8 @@ def markdown_table(groups, extra_columns=()):
 
 def runs_table(runs):
     """Every run on its own row (shown when a model has several seeds)."""
-    head = ["model", "seed", "valid PER", "best epoch", "test PER", "test CTC PER"]
+    head = ["model", "seed", valid_name(runs), "best epoch", "test PER"]
+    head += ["test CTC PER"]
     head += [f"valid change, last {LAST_EPOCHS} epochs", "wall time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
@@ -521,11 +551,12 @@ def notes(groups, comparisons=()):
     (``compare_to_baseline``)."""
     out = []
     runs = [run for group in groups for run in group["runs"]]
+    name = valid_name(groups)
     metrics = sorted({(r["selection_metric"], r["test_search"]) for r in runs})
     for metric, search in metrics:
         valid = "greedy CTC" if metric == "CTC_PER" else "greedy attention search"
         out.append(
-            f"valid PER: {valid} (the selection metric), at the kept checkpoint; "
+            f"{name}: {valid} (the selection metric), at the kept checkpoint; "
             f"test PER: {search} on that checkpoint; test CTC PER: greedy CTC."
         )
     if any(group["n"] > 1 for group in groups):
@@ -534,14 +565,14 @@ def notes(groups, comparisons=()):
             "model's seeds (every run is in the table below and in results.json)."
         )
     out.append(
-        f"valid change, last {LAST_EPOCHS} epochs: the selection metric's valid PER "
+        f"valid change, last {LAST_EPOCHS} epochs: the {name} "
         f"at the last epoch minus {LAST_EPOCHS} epochs before (near 0: converged; "
         "clearly negative: still learning when training stopped)."
     )
     learning = still_learning(groups)
     if learning:
         out.append(
-            f"Still learning (valid PER down by more than {CONVERGED_PERCENT:g} % "
+            f"Still learning ({name} down by more than {CONVERGED_PERCENT:g} % "
             f"of its value over the last {LAST_EPOCHS} epochs): "
             + ", ".join(f"{name} ({rel:+.1f} %)" for name, rel in learning)
             + ". A comparison with a model still learning says which got "
@@ -574,9 +605,8 @@ def plot_valid_curves(groups, path):
                 xs, ys, style, marker=".", color=colours[number % len(colours)],
                 label=label if k == 0 else None, alpha=1.0 if k == 0 else 0.6,
             )  # fmt: skip
-    metrics = {r["selection_metric"] for g in groups for r in g["runs"]}
     ax.set_xlabel("epoch")
-    ax.set_ylabel("valid PER (%)" + (" (greedy CTC)" if metrics == {"CTC_PER"} else ""))
+    ax.set_ylabel(f"{valid_name(groups)} (%)")
     ax.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)

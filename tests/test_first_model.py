@@ -4,6 +4,7 @@ larger --epochs trains the folder's model on, a smaller one is refused."""
 
 import json
 import os
+import re
 
 import pytest
 from conftest import run_script
@@ -23,7 +24,12 @@ def test_first_model_trains_exports_and_transcribes(mini_corpus, tmp_path):
     reference = next(line for line in lines if line.startswith("reference ("))
     assert transcription.split("\t")[1].split()  # some phones
     assert "<bos>" not in transcription and len(reference.split(": ")[1].split()) > 3
-    assert any(line.startswith("test PER: ") for line in lines)
+    assert any(
+        re.fullmatch(r"test PER [0-9.]+ % \(attention beam search\), test CTC PER "
+                     r"[0-9.]+ % \(greedy CTC\); [0-9]+ epochs trained(, the best "
+                     r"on valid: epoch [0-9]+)?; [0-9.]+ min in all", line)
+        for line in lines
+    )  # fmt: skip
     assert os.path.isfile(out / "exported" / "hyperparams.yaml")
     again = run_script(argv).stdout
     assert [line for line in again.splitlines() if line.startswith("$ python")] == [
@@ -115,8 +121,8 @@ def test_more_epochs_than_the_folder_holds_train_it_on(tmp_path, monkeypatch, ca
         "last checkpoint.\n$ python train_teacher.py" in printed
     )
     assert (
-        "test PER: 48.00  CTC_PER: 60.00 (2 epochs trained, the best on valid: "
-        "epoch 2; attention beam search; " in printed
+        "test PER 48.00 % (attention beam search), test CTC PER 60.00 % (greedy "
+        "CTC); 2 epochs trained, the best on valid: epoch 2; " in printed
     )
     assert exported.read_text() == "the 2-epoch model"
 
@@ -143,7 +149,7 @@ def test_more_epochs_train_the_model_on_and_fewer_are_refused(mini_corpus, tmp_p
     assert "epoch: 1," in log and "epoch: 2," in log  # epoch 1 not trained again
     assert log.count("epoch: 1,") == 1
     assert os.path.getmtime(exported) > before  # exported again
-    assert "(2 epochs trained, the best on valid: epoch " in next(
+    assert "; 2 epochs trained, the best on valid: epoch " in next(
         line for line in lines if line.startswith("test PER")
     )
 

@@ -15,6 +15,7 @@ from mtkd_tools.results import (
     notes,
     parse_train_log,
     read_run,
+    runs_table,
 )
 
 TRAIN_LOG = """\
@@ -125,6 +126,23 @@ def test_seeds_of_one_model_make_one_row_with_mean_and_std(tmp_path):
     row = markdown_table(groups).splitlines()[2]
     assert row.startswith("| student-baseline | 2000-2002 | ")
     assert "| 24.00 ± 5.29 |" in row
+
+
+def test_the_valid_column_is_named_by_the_selection_metric(tmp_path):
+    """Issue 34: one name per figure. Runs selected on greedy CTC (the demo's)
+    show "valid CTC PER", as the train log and the progress lines call that
+    figure; runs selected on the attention search show "valid PER"."""
+    ctc = group_runs([read_run(make_run(tmp_path / "ctc"))])
+    attention = group_runs([read_run(make_run(tmp_path / "att", metric="PER"))])
+    head = "| model | seeds | parameters | valid CTC PER | test PER | test CTC PER |"
+    assert markdown_table(ctc).startswith(head)
+    assert markdown_table(attention).startswith(head.replace("valid CTC", "valid"))
+    assert runs_table(ctc[0]["runs"]).startswith("| model | seed | valid CTC PER |")
+    assert notes(ctc)[0].startswith("valid CTC PER: greedy CTC (the selection metric)")
+    assert notes(attention)[0].startswith("valid PER: greedy attention search (")
+    # results.json keeps the models without their runs: the name stays.
+    models = [{k: v for k, v in g.items() if k != "runs"} for g in ctc]
+    assert markdown_table(models) == markdown_table(ctc)
 
 
 def test_convergence_is_the_change_over_the_last_three_epochs(tmp_path):

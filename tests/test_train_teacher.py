@@ -116,7 +116,7 @@ def test_command_line_overrides_win_over_teacher_file(tmp_path):
 
 
 def test_misspelt_key_names_the_key_and_a_fix(tmp_path):
-    with pytest.raises(HparamsError, match=r"`batch_szie` \(from the command line\)"):
+    with pytest.raises(HparamsError, match=r"`--batch_szie` \(from the command line\)"):
         load_hparams([TEACHERS[0], "--data_folder", "x", "--batch_szie", "3"])
     child = tmp_path / "teaX.yaml"
     child.write_text(
@@ -125,7 +125,7 @@ def test_misspelt_key_names_the_key_and_a_fix(tmp_path):
     with pytest.raises(HparamsError, match="Did you mean dropout"):
         load_hparams([str(child), "--data_folder", "x"])
     # a renamed key names its new name
-    with pytest.raises(HparamsError, match="renamed: use `augment`"):
+    with pytest.raises(HparamsError, match="renamed: use `--augment`"):
         load_hparams([TEACHERS[0], "--data_folder", "x", "--speed_perturb", "False"])
 
 

@@ -34,6 +34,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mtkd.runs import read_per_summary  # noqa: E402
 from run_demo import (  # noqa: E402
     SHARED_SETTINGS,
     STUDENT_SETTINGS,
@@ -145,21 +146,24 @@ def main(argv=None):
         utt_id, entry = sorted(json.load(f).items())[0]
     wav = entry["wav"].replace("{data_root}", data)
     run(["transcribe.py", exported, wav], say)
-    with open(os.path.join(model_run, "per_test.txt"), encoding="utf-8") as f:
-        per = f.readline().strip()
+    pers = read_per_summary(os.path.join(model_run, "per_test.txt"))
     minutes = (time.time() - started) / 60
     say(f"reference ({utt_id}): {entry['phn']}")
     best = tested_epoch(model_run)
     best = f", the best on valid: epoch {best}" if best else ""
     say(
-        f"test {per} ({args.epochs} epochs trained{best}; attention beam "
-        f"search; {minutes:.1f} min in all)"
+        f"test PER {pers['PER']:.2f} % (attention beam search), test CTC PER "
+        f"{pers['CTC_PER']:.2f} % (greedy CTC); {args.epochs} epochs trained"
+        f"{best}; {minutes:.1f} min in all"
     )
     say(
-        "Next: transcribe your own 16 kHz mono files with\n"
+        "Next: transcribe your own recordings (any sample rate, resampled; "
+        "several channels averaged) with\n"
         f"  python transcribe.py {shlex.quote(exported)} FILE_OR_FOLDER\n"
-        "and the whole recipe (teachers, store, distilled students) with "
-        "python run_demo.py."
+        "(files of one folder are decoded in padded batches, which can change a "
+        "phone now and then against the file decoded alone; --batch_size 1 "
+        "decodes each file alone), and the whole recipe (teachers, store, "
+        "distilled students) with python run_demo.py."
     )
     return 0
 
