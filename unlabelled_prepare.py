@@ -456,7 +456,7 @@ def prepare_unlabelled(
             return len(json.load(f))
     corpus = read_labelled(labelled, data_folder)
     # {path: [why]} per kind of problem: each kind has its own advice.
-    audio, leaks, speakers = {}, {}, {}
+    audio, leaks, speakers, other_problems = {}, {}, {}, {}
     entries, seen, silent, pool_digests = {}, {}, [], {}
     for utt_id, path, speaker in files:
         if utt_id in corpus.ids:
@@ -465,7 +465,8 @@ def prepare_unlabelled(
         if other:
             _add(leaks, path, f"it is utterance {other[0]} of {other[1]}")
         if utt_id in seen:
-            _add(audio, path, f"its utterance ID {utt_id} is also {seen[utt_id]}")
+            why = f"its utterance ID {utt_id} is also {seen[utt_id]}"
+            _add(other_problems, path, why)
         eval_speaker = eval_speaker_of(corpus, path, speaker)
         if eval_speaker:
             _add(
@@ -474,7 +475,7 @@ def prepare_unlabelled(
                 f"{corpus.eval_speakers[eval_speaker]}",
             )  # fmt: skip
         if not os.path.isfile(path):
-            _add(audio, path, "no such file")
+            _add(other_problems, path, "no such file")
             continue
         duration, audio_problems, samples = check_file(path, sample_rate, min_seconds)
         for why in audio_problems:
@@ -495,8 +496,10 @@ def prepare_unlabelled(
     allowed = speakers if allow_eval_speakers else {}
     if allowed:
         speakers = {}
-    if audio or leaks or speakers:
-        raise TimitPrepError(_refusal(source, audio, leaks, speakers, sample_rate))
+    kinds = {"audio": audio, "leaks": leaks, "speakers": speakers}
+    kinds["other"] = other_problems
+    if any(kinds.values()):
+        raise TimitPrepError(_refusal(source, kinds, sample_rate))
     if allowed:
         logger.warning(
             "%d unlabelled audio file(s) are recordings of valid or test "
@@ -527,29 +530,32 @@ def _add(problems, path, why):
     problems.setdefault(path, []).append(why)
 
 
-def _refusal(source, audio, leaks, speakers, sample_rate):
-    """The error text for the pool files that cannot be used: each file once
+def _refusal(source, kinds, sample_rate):
+    """The error text for the pool files that cannot be used (``kinds``:
+    {"audio", "leaks", "speakers", "other": {path: [why]}}): each file once
     with all its reasons, then what to do for each kind of reason."""
     merged = {}
-    for kind in (audio, leaks, speakers):
-        for path, why in kind.items():
+    for problems in kinds.values():
+        for path, why in problems.items():
             merged.setdefault(path, []).extend(why)
     advice = []
-    if audio:
+    if kinds["audio"]:
         advice.append(
             f"Convert them to {sample_rate} Hz mono, or leave them out of the source."
         )
-    if leaks:
+    if kinds["leaks"]:
         advice.append(
             "Labelled, valid and test utterances, and copies of them under any "
             "name, never belong in the source: leave them out."
         )
-    if speakers:
+    if kinds["speakers"]:
         advice.append(
             "Recordings of valid or test speakers make the results on those "
             "speakers look better than on unseen ones: leave them out, or, if "
             f"that is meant, run again with {ALLOW_EVAL_SPEAKERS}."
         )
+    if kinds["other"]:
+        advice.append("Point each entry at an existing file, with an ID of its own.")
     return (
         f"{len(merged)} unlabelled audio file(s) from {source} cannot be used "
         f"(nothing was written):\n{_problem_list(list(merged.items()))}\n"
