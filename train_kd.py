@@ -51,7 +51,7 @@ from mtkd.distill import (
 )
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
-from mtkd.runs import best_checkpoint_model_path
+from mtkd.runs import best_checkpoint_model_path, lock_run_folder
 from mtkd.stage_help import print_help_if_asked
 from mtkd.store import TeacherStore
 from mtkd.strategies import STRATEGIES, WEIGHT_SCOPES
@@ -143,6 +143,7 @@ def main(argv):
     cluster.preflight(loaded.run_opts)  # stops now if no kernels for this GPU
     cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
+    lock_run_folder(hparams["output_folder"])  # one run per folder (run.lock)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)
