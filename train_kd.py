@@ -52,7 +52,7 @@ from mtkd.distill import (
 )
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
-from mtkd.runs import best_checkpoint_model_path
+from mtkd.runs import best_checkpoint_model_path, lock_run_folder
 from mtkd.stage_help import print_help_if_asked
 from mtkd.store import TeacherStore
 from mtkd.store.reader import UNLABELLED_SCORES
@@ -155,6 +155,7 @@ def main(argv):
     check_kd_keys(hparams)
     cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
+    lock_run_folder(hparams["output_folder"])  # one run per folder (run.lock)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)

@@ -33,7 +33,7 @@ from mtkd.brain import ASRBrain
 from mtkd.data import prepare_datasets, prepare_manifests, train_loader_kwargs
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
 from mtkd.model import write_model_config
-from mtkd.runs import best_checkpoint_model_path
+from mtkd.runs import best_checkpoint_model_path, lock_run_folder
 from mtkd.stage_help import print_help_if_asked
 
 # The keys --help lists when no YAML file is named.
@@ -51,6 +51,7 @@ def main(argv):
     hparams = loaded.hparams
     cluster.requeue_on_signal()  # SIGUSR1/SIGTERM: checkpoint, exit for requeue
     sb.utils.distributed.ddp_init_group(loaded.run_opts)
+    lock_run_folder(hparams["output_folder"])  # one run per folder (run.lock)
     sb.create_experiment_directory(hparams["output_folder"])
     save_resolved_hparams(loaded)
     prepare_manifests(hparams)

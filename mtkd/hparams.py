@@ -35,6 +35,7 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from mtkd import RecipeError, cluster
 from mtkd.data import SORTINGS
 from mtkd.disk import DiskFullError, disk_full_error, is_disk_full
+from mtkd.locks import release_held_locks
 from mtkd.model import DECODER_RNNS, ENCODER_RNNS
 from mtkd.writable import cannot_write_message, check_output_folder
 from timit_prepare import PHONE_SETS
@@ -685,6 +686,7 @@ def run_stage(main, argv):
         _leave_distributed(stop.code, finished=False)
         raise
     except BaseException:
+        release_held_locks()
         if _distributed():
             traceback.print_exc()
             _leave_distributed(1, finished=False)
@@ -714,6 +716,7 @@ def _run_and_explain(main, argv):
         if refused:
             print(f"ERROR: {refused}", file=sys.stderr, flush=True)
             sys.stdout.flush()
+            release_held_locks()  # os._exit skips the interpreter's atexit
             os._exit(2)  # as for a full disk: h5py may hold half-closed objects
         if not is_disk_full(err):
             raise
@@ -731,7 +734,8 @@ def _distributed():
 
 def _leave_distributed(code, finished):
     """A DDP rank's way out: tear the process group down, then end the
-    process at once with ``code``; without DDP, nothing.
+    process at once with ``code``; without DDP, nothing but releasing the
+    stage's locks (as with DDP).
 
     Left to the interpreter's exit, gloo's transport threads (or work
     objects still holding tensors) can outlive the interpreter and abort the
@@ -746,6 +750,7 @@ def _leave_distributed(code, finished):
     """
     import torch.distributed as dist
 
+    release_held_locks()  # the stage's locks (run.lock) end with it
     if not _distributed():
         return
     try:
@@ -773,6 +778,7 @@ def _exit_disk_full(err):
     pages of errors when the interpreter shuts down normally."""
     print(f"ERROR: {err}", file=sys.stderr, flush=True)
     sys.stdout.flush()
+    release_held_locks()  # os._exit skips the interpreter's atexit
     os._exit(2)
 
 

@@ -8,22 +8,32 @@ folder, read in one place (``RunFolder``)::
     <run>/save/label_encoder.txt        the labels (their indices are the ids)
     <run>/save/CKPT+.../model.ckpt      the weights (a teacher list file's line)
     <run>/save/CKPT+.../normalize.ckpt  global feature statistics
+    <run>/run.lock                      while a run writes it (``RunLock``)
 """
 
 import json
+import logging
 import os
 import re
+import socket
 
 import ruamel.yaml
+import torch
 from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
+from mtkd import RecipeError
+from mtkd.locks import SingleWriterLock, parse_owner
 from mtkd.model import MODEL_CONFIG_FILE
+
+logger = logging.getLogger(__name__)
 
 HPARAMS_FILE = "hyperparams.yaml"
 TRAIN_LOG_FILE = "train_log.txt"
 PER_TEST_FILE = "per_test.txt"
 SAVE_FOLDER = "save"
 LABEL_ENCODER_FILE = "label_encoder.txt"
+RUN_LOCK_FILE = "run.lock"
 
 
 class RunFolder:
@@ -130,3 +140,105 @@ def best_checkpoint_model_path(save_folder):
     return os.path.abspath(
         os.path.join(best_checkpoint(save_folder).path, "model.ckpt")
     )
+
+
+# --------------------------------------------------------------------------
+# One run per folder
+
+
+class RunLockError(RecipeError):
+    """A run folder that another run is writing (or may be writing)."""
+
+
+class RunLock(SingleWriterLock):
+    """The claim of one training run on its output folder (``run.lock``).
+
+    Two runs in one folder would log every epoch twice and delete each
+    other's checkpoints, so the second is refused with the first's pid, host
+    and command. A lock file left by a run that ended without releasing it
+    (kill -9, a crash, a node that went down) is taken over, with a message,
+    when its process is known to be gone: it ran on this host and runs no
+    more, or it was this SLURM job before a requeue (which keeps the job
+    ID). One left by a process of another host cannot be checked from here:
+    the message says how to remove it.
+    """
+
+    def __init__(self, folder):
+        self.folder = os.path.abspath(folder)
+        super().__init__(os.path.join(self.folder, RUN_LOCK_FILE))
+
+    # Why a second run is refused, and the ways out that do not lose work.
+    WHY = (
+        "Two runs in one folder would log every epoch twice and delete each "
+        "other's checkpoints"
+    )
+
+    def held_error(self, owner):
+        return RunLockError(
+            f"{self.folder} is in use by another run ({owner}; lock file "
+            f"{self.lock_path}). {self.WHY}: wait for that run to finish or stop "
+            "it, then run this command again (it resumes from the last "
+            "checkpoint), or give this run another --output_folder."
+        )
+
+    def check_previous(self, text):
+        owner = parse_owner(text)
+        if owner is None:
+            return  # a new lock file, or one cut off before its text
+        if owner.is_this_slurm_job():
+            logger.warning(
+                "%s: taking the run lock back from the same SLURM job %s, "
+                "restarted (requeued); it was held by %s",
+                self.folder, owner.slurm_job, owner.text,
+            )  # fmt: skip
+            return
+        if not owner.is_this_host():
+            raise RunLockError(
+                f"{self.folder} is locked by a run on another host ({owner.text}; "
+                f"lock file {self.lock_path}), which cannot be checked from "
+                f"{socket.gethostname()}. If that run has ended (stopped, or its "
+                f"node went down), remove the lock file (rm {self.lock_path}) and "
+                "run this command again. If it still runs, wait for it or give "
+                f"this run another --output_folder ({self.WHY.lower()})."
+            )
+        if owner.still_runs():
+            # The flock is free but the process that wrote the file runs the
+            # same command: a file system whose locks do not reach here.
+            raise RunLockError(
+                f"{self.folder} is in use by another run ({owner.text}; lock file "
+                f"{self.lock_path}), still running. If that process is not a run "
+                f"in this folder, remove the lock file (rm {self.lock_path}) and "
+                "run this command again. Otherwise wait for it or give this run "
+                f"another --output_folder ({self.WHY.lower()})."
+            )
+        logger.warning(
+            "%s: taking over the run lock of %s: that process has ended without "
+            "releasing it (killed, or it crashed)",
+            self.folder, owner.text,
+        )  # fmt: skip
+
+
+def lock_run_folder(folder):
+    """Takes ``folder``'s RunLock for this run (released when the process
+    exits). Under DDP the main process takes it and every rank stops with a
+    RunLockError when it is refused (the main process's says why). Returns
+    the lock, or None on the other ranks."""
+    lock, error = None, None
+    if if_main_process():
+        try:
+            lock = RunLock(folder).acquire()
+        except RunLockError as err:
+            error = err
+    if is_distributed_initialized():
+        nccl = torch.distributed.get_backend() == "nccl"
+        device = f"cuda:{torch.cuda.current_device()}" if nccl else "cpu"
+        refused = torch.tensor([int(error is not None)], device=device)
+        torch.distributed.all_reduce(refused, op=torch.distributed.ReduceOp.MAX)
+        if refused.item() and error is None:
+            error = RunLockError(
+                f"{os.path.abspath(folder)} is in use by another run: the main "
+                "process could not lock it (its message says by whom)."
+            )
+    if error is not None:
+        raise error
+    return lock

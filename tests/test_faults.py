@@ -9,11 +9,13 @@ names the file or key, and that nothing is lost.
 
 import glob
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +102,168 @@ def test_second_store_writer_is_refused_and_the_first_finishes(
         "part-t000-t001.h5.sha256",
     ]
     assert TeacherStore(str(store)).teacher_count == 2
+
+
+# ------------------------------------------- 1b. two runs in one run folder
+
+
+def teacher_command(corpus, out, *extra):
+    return [
+        "train_teacher.py", TEA0_YAML, "--data_folder", corpus,
+        "--output_folder", str(out), "--device", "cpu", "--noprogressbar",
+        *TINY_MODEL, *TINY_RUN, *extra,
+    ]  # fmt: skip
+
+
+def test_a_second_run_in_a_run_folder_is_refused_and_the_first_finishes(
+    mini_corpus, tmp_path
+):
+    """Two trainings on one output folder used to both exit 0, logging every
+    epoch twice and deleting each other's checkpoints."""
+    out = tmp_path / "tea0"
+    command = teacher_command(mini_corpus, out)
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        first = subprocess.Popen(
+            [sys.executable, *command], cwd=REPO, env=SCRIPT_ENV, stdout=log,
+            stderr=log,
+        )  # fmt: skip
+    deadline = time.time() + 240
+    while "Going into epoch 1" not in log_path.read_text() and time.time() < deadline:
+        assert first.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # holds the folder while the second starts
+    try:
+        assert (out / "run.lock").read_text().startswith(f"pid {first.pid} on ")
+        second = run_script(command, check=False)
+        assert_clean_error(second, 2, f"{out} is in use by another run", "pid")
+        assert f"pid {first.pid} on {socket.gethostname()}" in second.stderr
+        assert "another --output_folder" in second.stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=300) == 0, log_path.read_text()[-3000:]
+    train_log = (out / "train_log.txt").read_text()
+    assert re.findall(r"^epoch: (\d+)", train_log, re.M) == ["1"]
+    assert not (out / "run.lock").exists()  # released at the end
+
+
+def _lock_file(folder, text):
+    os.makedirs(folder, exist_ok=True)
+    (folder / "run.lock").write_text(text)
+
+
+def test_a_run_lock_held_or_left_behind_is_refused_or_taken_over(
+    tmp_path, monkeypatch, caplog
+):
+    """The lock of a live run is refused; that of a process of this host that
+    has ended, or of this SLURM job before its requeue, is taken over with a
+    message; that of another host is refused with the way to remove it."""
+    from mtkd.runs import RunLock, RunLockError
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    folder = tmp_path / "run"
+    held = RunLock(folder).acquire()
+    try:
+        with pytest.raises(RunLockError) as err:
+            RunLock(folder).acquire()
+        assert f"{folder} is in use by another run (pid {os.getpid()} on " in str(
+            err.value
+        )
+    finally:
+        held.release()
+    assert not (folder / "run.lock").exists()
+
+    # kill -9 leaves the file of a process that runs no more: taken over.
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    old = f"pid {ended.pid} on {socket.gethostname()}, started x: train_kd.py"
+    _lock_file(folder, old)
+    with caplog.at_level(logging.WARNING, logger="mtkd.runs"):
+        RunLock(folder).acquire().release()
+    assert f"taking over the run lock of {old}: that process has ended" in caplog.text
+
+    # A live process of this host running the recorded command: refused.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    while not open(f"/proc/{sleeper.pid}/cmdline", "rb").read():
+        time.sleep(0.01)  # until it runs sleep
+    try:
+        live = f"pid {sleeper.pid} on {socket.gethostname()}, started x: sleep 60"
+        _lock_file(folder, live)
+        with pytest.raises(RunLockError) as err:
+            RunLock(folder).acquire()
+        assert live in str(err.value) and f"rm {folder}/run.lock" in str(err.value)
+        assert (folder / "run.lock").read_text() == live  # left as it was
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    # Another host: cannot be checked from here.
+    other = "pid 4321 on node-elsewhere (SLURM job 4242), started x: train_kd.py"
+    _lock_file(folder, other)
+    with pytest.raises(RunLockError) as err:
+        RunLock(folder).acquire()
+    assert f"{folder} is locked by a run on another host" in str(err.value)
+    assert f"remove the lock file (rm {folder}/run.lock)" in str(err.value)
+    # The same SLURM job, requeued onto this host: it gets its lock back.
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mtkd.runs"):
+        lock = RunLock(folder).acquire()
+    assert "taking the run lock back from the same SLURM job 4242" in caplog.text
+    assert "(SLURM job 4242)" in (folder / "run.lock").read_text()
+    lock.release()
+
+
+DDP_LOCK_SCRIPT = """
+import os, sys, torch.distributed as dist
+from mtkd.runs import RunLockError, lock_run_folder
+dist.init_process_group("gloo")
+try:
+    lock = lock_run_folder(sys.argv[1])
+    print("locked" if lock else "rank without lock")
+except RunLockError as err:
+    print("refused:", err)
+dist.barrier()
+"""
+
+
+def test_under_ddp_the_main_process_takes_the_run_lock_and_all_ranks_stop(tmp_path):
+    """Rank 0 alone writes run.lock; when it is refused, every rank is told
+    (none goes on to train alone)."""
+    from mtkd.runs import RunLock
+
+    folder = tmp_path / "run"
+
+    def launch():
+        port = str(29500 + os.getpid() % 1000)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", DDP_LOCK_SCRIPT, str(folder)],
+                cwd=REPO,
+                env={
+                    **SCRIPT_ENV,
+                    "RANK": str(rank),
+                    "WORLD_SIZE": "2",
+                    "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": port,
+                },
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for rank in range(2)
+        ]
+        return [p.communicate(timeout=120)[0].strip() for p in procs]
+
+    assert launch() == ["locked", "rank without lock"]
+    assert not (folder / "run.lock").exists()  # released when rank 0 exits
+    held = RunLock(folder).acquire()
+    try:
+        main, other = launch()
+    finally:
+        held.release()
+    assert main.startswith(f"refused: {folder} is in use by another run (pid ")
+    assert other.startswith(f"refused: {folder} is in use by another run: the main")
 
 
 # ------------------------------------------------------------- 2. full disk

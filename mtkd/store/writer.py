@@ -7,13 +7,9 @@ the part (``write_part``) as ``NAME.h5.partial``, renamed when complete.
 """
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import socket
-import sys
-import time
 from dataclasses import dataclass
 
 import h5py
@@ -29,6 +25,7 @@ from mtkd.disk import (
     is_disk_full,
     unraisable_disk_full,
 )
+from mtkd.locks import SingleWriterLock
 from mtkd.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -262,72 +259,32 @@ def plan_parts(
 
 # --------------------------------------------------------------------------
 # Claiming a part
-class PartLock:
+class PartLock(SingleWriterLock):
     """One process's exclusive claim on writing one part file.
 
-    The claim is an ``flock`` on ``PART.h5.lock``, taken before the
-    ``.partial`` file is opened: a second writer of the same part (the same
-    command run twice, or two runs sharing a ``store_folder``) is refused with
-    the first writer's pid, host and command before it touches anything, and
-    the first finishes. The kernel drops the lock when its process dies (kill
-    -9 included), so a killed writer never blocks the next run.
+    The claim is an ``flock`` on ``PART.h5.lock`` (``mtkd.locks``), taken
+    before the ``.partial`` file is opened: a second writer of the same part
+    (the same command run twice, or two runs sharing a ``store_folder``) is
+    refused with the first writer's pid, host and command before it touches
+    anything, and the first finishes. The kernel drops the lock when its
+    process dies (kill -9 included), so a killed writer never blocks the next
+    run.
     """
 
     SUFFIX = ".lock"
 
     def __init__(self, path):
+        super().__init__(path + self.SUFFIX)
         self.path = path
-        self.lock_path = path + self.SUFFIX
-        self.fd = None
 
-    def acquire(self):
-        """Takes the lock or raises a StoreError naming the part and its writer."""
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = os.read(fd, 4096).decode(errors="replace").strip()
-                os.close(fd)
-                owner = owner or "a process that has just started"
-                raise StoreError(
-                    f"{self.path} is being written by another run ({owner}; lock "
-                    f"file {self.lock_path}). "
-                    "Two writers of one part would destroy each other's work: wait "
-                    "for that run to finish (its part is then reused), or stop it "
-                    "and run this command again."
-                ) from None
-            # The holder before us may have removed the file after we opened
-            # it: the lock only counts on the file that is there now.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, _writer_description().encode())
-        self.fd = fd
-        return self
-
-    def release(self):
-        """Removes the lock file and drops the lock (idempotent)."""
-        if self.fd is None:
-            return
-        try:
-            os.remove(self.lock_path)
-        except FileNotFoundError:
-            pass
-        os.close(self.fd)
-        self.fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
+    def held_error(self, owner):
+        return StoreError(
+            f"{self.path} is being written by another run ({owner}; lock "
+            f"file {self.lock_path}). "
+            "Two writers of one part would destroy each other's work: wait "
+            "for that run to finish (its part is then reused), or stop it "
+            "and run this command again."
+        )
 
 
 def claim_parts(folder, todo):
@@ -347,15 +304,6 @@ def claim_parts(folder, todo):
             lock.release()
         raise
     return locks
-
-
-def _writer_description():
-    """Who holds a part: pid, host, start time and command line."""
-    command = " ".join(sys.argv) or "python"
-    return (
-        f"pid {os.getpid()} on {socket.gethostname()}, started "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {command}"
-    )
 
 
 # --------------------------------------------------------------------------
