@@ -78,6 +78,7 @@ import time
 import yaml
 
 from mtkd import RecipeError
+from mtkd.hparams import OPTION_ALIASES
 from mtkd.runs import RunFolder
 from mtkd.teachers import write_teacher_list
 from mtkd_tools.results import (
@@ -262,13 +263,22 @@ class Job:
         return os.path.isfile(self.done_file)
 
 
+def _original_names(command):
+    """The command with each option under the original recipe's name: a
+    folder made with ``--tea_models_dir`` is the run ``--teacher_list`` makes."""
+    for alias, key in OPTION_ALIASES.items():
+        command = command.replace(f" --{alias} ", f" --{key} ")
+    return command
+
+
 def check_same_command(job):
-    """A run folder remembers its command; another command there is an error."""
+    """A run folder remembers its command; another command there is an error
+    (an option under its other name is the same command)."""
     path = os.path.join(job.folder, "demo_command.txt")
     if os.path.isfile(path):
         with open(path) as f:
             before = f.read().strip()
-        if before != job.command:
+        if _original_names(before) != _original_names(job.command):
             raise DemoError(
                 f"{job.folder} was made by another command:\n  {before}\n"
                 f"not\n  {job.command}\nRemove that folder or give another "

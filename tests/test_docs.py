@@ -58,3 +58,18 @@ def test_no_page_names_a_path_outside_the_repository(page):
     with open(page, encoding="utf-8") as f:
         found = [line for line in f if OUTSIDE.search(line)]
     assert not found, found
+
+
+# "409 tests passed", "the 13 slow ones", "344 + 12 tests": a count of tests
+# is stale as soon as a test is added (issue 34: the README said 409 when
+# there were 411). The docs give times; `pytest --collect-only -q` the count.
+TEST_COUNT = re.compile(
+    r"\b\d+(?: \+ \d+)? (?:tests|slow ones|SLURM ones)\b|\bthe \d+ (?:tests )?marked\b"
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, REPO))
+def test_no_page_states_how_many_tests_there_are(page):
+    with open(page, encoding="utf-8") as f:
+        found = [line.strip() for line in f if TEST_COUNT.search(line)]
+    assert not found, found

@@ -227,3 +227,18 @@ def test_help_lists_the_new_names_with_the_original_ones():
     text = stage_help("train_kd.py", KD_YAML, "Stage 3.")
     original = r"^  --pretrain_checkpoint +None  \(or --pretrain_st_dir, its original"
     assert re.search(original, text, re.M)
+
+
+def test_a_demo_folder_made_with_an_original_option_name_is_reused(tmp_path):
+    """run_demo.py now writes --teacher_list; a store folder it made with
+    --tea_models_dir is still the same run, another list is not."""
+    from run_demo import DemoError, Job, check_same_command
+
+    def store_job(option, teachers="teachers.txt"):
+        argv = ["save_teachers.py", "hparams/save_teachers.yaml", option, teachers]
+        return Job("save_teachers", argv, str(tmp_path), str(tmp_path / "done"))
+
+    check_same_command(store_job("--tea_models_dir"))  # an older demo's folder
+    check_same_command(store_job("--teacher_list"))
+    with pytest.raises(DemoError, match="was made by another command"):
+        check_same_command(store_job("--teacher_list", "other.txt"))
