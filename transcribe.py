@@ -37,6 +37,7 @@ from mtkd_tools.export import (
     AUDIO_EXTENSIONS,
     DEFAULT_CHUNK_SECONDS,
     batches_by_length,
+    check_not_a_training_run,
     exported_batch_size,
     load_exported,
     read_audio,
@@ -205,6 +206,7 @@ def main(argv):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
     torch.set_num_threads(args.threads)
+    check_not_a_training_run(os.path.abspath(args.model_dir))
     asr = load_exported(args.model_dir, device=device)
     files = find_audio(args.paths, report)
     batch_size = args.batch_size or exported_batch_size(asr)

@@ -115,6 +115,23 @@ def make_searcher(
     )
 
 
+def check_not_a_training_run(folder):
+    """Stops with the export command when ``folder`` is a training run's
+    folder (``train_log.txt`` or ``save/CKPT+*``) rather than an exported
+    model: its checkpoints are not what transcription reads."""
+    save = os.path.join(folder, "save")
+    checkpoints = os.path.isdir(save) and any(
+        name.startswith("CKPT+") for name in os.listdir(save)
+    )
+    if os.path.isfile(os.path.join(folder, "train_log.txt")) or checkpoints:
+        raise ExportError(
+            f"{folder} is a training run's folder, not an exported model. Export "
+            f"it first: `python export_model.py --from {folder} --to "
+            f"{folder.rstrip(os.sep)}_exported`, then transcribe with "
+            f"{folder.rstrip(os.sep)}_exported."
+        )
+
+
 def load_exported(model_dir, device="cpu", savedir=None):
     """``EncoderDecoderASR.from_hparams`` on an exported folder.
 
@@ -129,6 +146,14 @@ def load_exported(model_dir, device="cpu", savedir=None):
         raise ExportError(
             f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
             "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
+        )
+    expected = (*CHECKPOINT_FILES, TOKENIZER_FILE)
+    missing = [n for n in expected if not os.path.isfile(os.path.join(model_dir, n))]
+    if missing:
+        raise ExportError(
+            f"{model_dir} is an incomplete exported model: no {', '.join(missing)}. "
+            "Export it again with `python export_model.py --from EXPERIMENT_DIR "
+            f"--to {model_dir}` (EXPERIMENT_DIR: the training run's folder)."
         )
     for name in CHECKPOINT_FILES:
         load_checkpoint_file(os.path.join(model_dir, name))

@@ -343,3 +343,31 @@ def test_special_labels_are_never_transcribed():
     tokenizer.update_from_iterable([["aa", "ae", "z"]], sequence_input=True)
     assert tokenizer.decode_ids([3, 0, 4, 2, 1, 5]) == "aa ae z"
     assert tokenizer.decode_ids(torch.tensor([0, 0])) == ""
+
+
+def test_transcribe_names_a_training_run_and_a_missing_file(tmp_path, capsys):
+    """A training run's folder (or first_model's model/) is not an exported
+    model: the message gives the export command; an exported folder without
+    tokenizer.ckpt names that file (issues 33 and 34)."""
+    import transcribe
+    from mtkd_tools.export import load_exported
+
+    run = tmp_path / "model"
+    (run / "save" / "CKPT+2026-01-01+00-00-00+00").mkdir(parents=True)
+    (run / "hyperparams.yaml").write_text("seed: 1\n")
+    (run / "train_log.txt").write_text("epoch: 1\n")
+    with pytest.raises(SystemExit) as stop:
+        run_stage(transcribe.main, [str(run), str(tmp_path)])
+    assert stop.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(
+        f"ERROR: {run} is a training run's folder, not an exported model. Export "
+        f"it first: `python export_model.py --from {run} --to {run}_exported`"
+    )
+    assert "Traceback" not in stderr and "damaged" not in stderr
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    for name in ("hyperparams.yaml", "asr.ckpt", "normalizer.ckpt"):
+        (exported / name).write_text("x")
+    with pytest.raises(ExportError, match="incomplete exported model: no tokenizer"):
+        load_exported(exported)
