@@ -62,6 +62,7 @@ def figures(data, name):
     return data["parts"][part][check]["figures"]
 
 
+@pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_every_check_ran_but_the_one_whose_budget_is_spent(tiny_check):
     out, stdout, data = tiny_check
     assert (data["device"], data["mode"]) == ("cpu", "tiny")
@@ -107,6 +108,7 @@ def test_every_check_ran_but_the_one_whose_budget_is_spent(tiny_check):
     assert not any(name.startswith("demo_unlabelled") for name in logs)
 
 
+@pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_fp16_is_skipped_on_the_cpu_with_a_note(tiny_check):
     _, _, data = tiny_check
     preflight = figures(data, "preflight.device")["precisions"]
@@ -123,6 +125,7 @@ def test_fp16_is_skipped_on_the_cpu_with_a_note(tiny_check):
     assert "peak GPU memory not measured" in step["note"]
 
 
+@pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_stages_ran_on_the_device_and_recorded_their_figures(tiny_check):
     _, _, data = tiny_check
     demo = figures(data, "stages.demo_quick")
@@ -144,6 +147,7 @@ def test_stages_ran_on_the_device_and_recorded_their_figures(tiny_check):
     }
 
 
+@pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_mixed_precision_figures(tiny_check):
     _, _, data = tiny_check
     for name in ("mixed_precision.teachers", "mixed_precision.students"):
@@ -190,6 +194,7 @@ def test_mixed_precision_figures(tiny_check):
     assert distributions_ok  # the distributions agree even so
 
 
+@pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_planning_figures_and_projections(tiny_check):
     _, _, data = tiny_check
     step = figures(data, "planning.step_time")

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, SCRIPT_ENV, TINY_MODEL, TINY_RUN
 
 from mtkd.store.format import unlabelled_part_files
@@ -54,6 +55,7 @@ def sa_recordings(corpus, folder):
     return len(paths)
 
 
+@pytest.mark.slow  # three teachers, a store, a student: .ci/run's slow step
 def test_the_readme_commands_for_your_own_data_run_end_to_end(mini_corpus, tmp_path):
     commands = readme_commands()
     scripts = [argv[1] for argv in commands]
