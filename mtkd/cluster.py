@@ -17,9 +17,11 @@ that PyPI installs) or when a precision cannot run on the device.
 """
 
 import contextlib
+import functools
 import logging
 import os
 import signal
+import threading
 
 import torch
 from speechbrain.utils.distributed import (
@@ -257,6 +259,60 @@ def exit_for_requeue():
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
     raise SystemExit(REQUEUE_EXIT_CODE)
+
+
+def _leave_signals_to_main_process(worker_id, main_pid, then=None):
+    """A DataLoader worker's first act: leave the stop signals and Ctrl-C to
+    the main process.
+
+    SLURM (and a terminal's Ctrl-C) signals the whole process group. torch's
+    workers die of a SIGTERM sent by anyone but their parent, and the main
+    process then fails with "DataLoader worker ... is killed by signal:
+    Terminated" before it can checkpoint. So a worker ignores SIGINT and
+    SIGUSR1, and takes SIGTERM from its parent only (``_sigterm_from_parent``):
+    the main process ends its workers with it when it leaves (multiprocessing
+    at exit, torch's shutdown), and a worker that ignored it would hang the
+    main process's exit. A worker still ends with its main process, even
+    one killed with SIGKILL (torch's watchdog). ``main_pid``: the process
+    that made the loader (the parent, unless a forkserver started the worker).
+    """
+    for sig in (signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    _sigterm_from_parent({main_pid, os.getppid()})
+    if then is not None:
+        then(worker_id)
+
+
+def _sigterm_from_parent(parents):
+    """Ends this process at a SIGTERM from one of the pids ``parents``, as
+    torch's own worker handler does for its parent's (exit status 0); a
+    SIGTERM from anyone else is dropped.
+
+    Python's signal handlers are not told the sender, so SIGTERM is blocked
+    and a thread takes it with ``sigwaitinfo``, which is.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait():
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid in parents:
+                os._exit(0)
+
+    # Started after the mask is set: the thread inherits it.
+    threading.Thread(target=wait, name="sigterm-from-parent", daemon=True).start()
+
+
+def loader_kwargs_for_signals(loader_kwargs):
+    """``loader_kwargs`` (DataLoader options) with a ``worker_init_fn`` that
+    leaves stop signals to the main process, chained before any given one.
+    Nothing changes without workers."""
+    if not loader_kwargs.get("num_workers"):
+        return loader_kwargs
+    given = loader_kwargs.get("worker_init_fn")
+    init = functools.partial(
+        _leave_signals_to_main_process, main_pid=os.getpid(), then=given
+    )
+    return {**loader_kwargs, "worker_init_fn": init}
 
 
 def exit_on_signal(signals=STOP_SIGNALS):

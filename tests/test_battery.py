@@ -393,6 +393,41 @@ def test_a_signal_mid_store_leaves_no_part_and_the_rerun_finishes(
     assert len(glob.glob(str(store / "*.h5"))) == 1
 
 
+def test_sigterm_to_the_process_group_mid_epoch_checkpoints_and_exits_75(
+    mini_corpus, teacher_store, tmp_path
+):
+    """SLURM signals the whole process group: the DataLoader workers get
+    SIGTERM too. They used to die of it first, and the student exited 1 with
+    "DataLoader worker ... is killed by signal: Terminated" and no mid-epoch
+    checkpoint; they now leave it to the main process, which checkpoints and
+    exits 75 as for SIGUSR1, and the rerun resumes after that batch."""
+    out = tmp_path / "kd"
+    command = [
+        "train_kd.py", KD_YAML, "--data_folder", mini_corpus, "--tea_infer_dir",
+        teacher_store, "--output_folder", str(out), "--pretrain", "False",
+        "--device", "cpu", "--noprogressbar", "--num_workers", "1",
+        "--number_of_epochs", "1", "--batch_size", "4", "--test_beam_size", "2",
+        *TINY_MODEL,
+    ]  # fmt: skip
+    helper = os.path.join("tests", "kill_after_batches.py")
+    first = subprocess.run(
+        [sys.executable, helper, "3", "--signal=TERM", "--group", *command],
+        cwd=REPO, env=SCRIPT_ENV, capture_output=True, text=True, timeout=600,
+        start_new_session=True,  # the group signalled is the run's, not pytest's
+    )  # fmt: skip
+    log = first.stdout + first.stderr
+    assert first.returncode == 75, log[-3000:]
+    assert "stop signal (SIGTERM): saved an intra-epoch checkpoint" in log
+    assert "killed by signal" not in log and "Traceback" not in log
+    (meta,) = [
+        yaml_file.read_text() for yaml_file in (out / "save").glob("CKPT+*/CKPT.yaml")
+    ]
+    assert "end-of-epoch: false" in meta
+    again = run_script(command)
+    assert "Resuming epoch 1 after batch 3 " in again.stdout + again.stderr
+    assert (out / "per_test.txt").exists()
+
+
 def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_run(capsys):
     """SIGINT's KeyboardInterrupt raised inside a __del__ can only be printed
     by Python; the flag it leaves stops the stage when it returns (status
