@@ -101,6 +101,7 @@ def write_unlabelled(hparams, list_file, files, load, device, run_opts):
         overwrite=hparams["overwrite"],
         autocast=lambda: cluster.autocast(device, run_opts["precision"]),
         progress=not run_opts["noprogressbar"],
+        source=hparams["unlabelled"],
     )
 
 

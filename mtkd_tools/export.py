@@ -124,17 +124,95 @@ def load_exported(model_dir, device="cpu", savedir=None):
     from speechbrain.inference.ASR import EncoderDecoderASR
 
     model_dir = os.path.abspath(model_dir)
-    path = os.path.join(model_dir, HPARAMS_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(
-            f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
-            "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
-        )
+    check_exported_folder(model_dir)
     for name in CHECKPOINT_FILES:
         load_checkpoint_file(os.path.join(model_dir, name))
     return EncoderDecoderASR.from_hparams(
         source=model_dir, savedir=savedir, run_opts={"device": device}
     )
+
+
+def check_exported_folder(model_dir):
+    """Raises an ExportError that says what ``model_dir`` is and what to do
+    unless it is a complete exported folder (every file of EXPORT_FILES).
+
+    A training run's folder (or its ``save/``, a ``CKPT+*`` folder, a
+    ``model.ckpt``) gets the export command; an export that lost a file gets
+    the file's name and the command that writes it again.
+    """
+    run = _training_run(model_dir)
+    if run is not None:
+        found = _exports_of(run)
+        target = found[0] if found else f"{run}_exported"
+        transcribe = f"python transcribe.py {target} FILE_OR_FOLDER..."
+        what = "is a training run" if run == model_dir else f"is part of the run {run}"
+        raise ExportError(
+            f"{model_dir} {what} (train_teacher.py or train_kd.py writes such "
+            "folders), not an exported model; transcribe.py reads what "
+            "export_model.py makes of a run. "
+            + (
+                f"An export of this run is at {target}: {transcribe}"
+                if found
+                else f"Export it first: python export_model.py --from {run} --to "
+                f"{target}, then {transcribe}"
+            )
+        )
+    if not os.path.isfile(os.path.join(model_dir, HPARAMS_FILE)):
+        raise ExportError(
+            f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
+            "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
+        )
+    missing = [
+        name for name in EXPORT_FILES if not os.path.isfile(f"{model_dir}/{name}")
+    ]
+    if missing:
+        source = _exported_from(model_dir) or "EXPERIMENT_DIR"
+        raise ExportError(
+            f"{model_dir} is an exported model without {' and '.join(missing)} "
+            f"(an exported folder holds {', '.join(EXPORT_FILES)}): copy the "
+            "whole folder again from where it was exported, or export the run "
+            f"again: python export_model.py --from {source} --to {model_dir}"
+        )
+
+
+def _training_run(path):
+    """The training run folder ``path`` is or lies in (a run folder, its
+    ``save/``, a ``CKPT+*`` folder or a ``model.ckpt``), else None."""
+    try:
+        folder, _ = _experiment_folder(path)
+    except NotAnExperimentError:
+        return None  # missing, or a file that is no checkpoint
+    run = RunFolder(folder)
+    if _is_export(folder) or not os.path.isfile(run.hparams_file):
+        return None
+    return folder if os.path.isdir(run.save_folder) else None
+
+
+def _exported_from(model_dir):
+    """The experiment folder an export's header names, or None."""
+    try:
+        with open(os.path.join(model_dir, HPARAMS_FILE), encoding="utf-8") as f:
+            header = [next(f, "") for _ in range(3)]
+    except OSError:
+        return None
+    for line in header:
+        if line.startswith("#   experiment: "):
+            return line.split(": ", 1)[1].strip()
+    return None
+
+
+def _exports_of(run):
+    """Complete exported folders of the run ``run`` beside it or inside the
+    folder above it (export_model.py's header names the run), sorted."""
+    parent = os.path.dirname(run)
+    candidates = [os.path.join(parent, name) for name in sorted(os.listdir(parent))]
+    return [
+        folder
+        for folder in candidates
+        if _is_export(folder)
+        and _exported_from(folder) == run
+        and all(os.path.isfile(os.path.join(folder, n)) for n in EXPORT_FILES)
+    ]
 
 
 def read_audio(path, sample_rate):

@@ -343,3 +343,49 @@ def test_special_labels_are_never_transcribed():
     tokenizer.update_from_iterable([["aa", "ae", "z"]], sequence_input=True)
     assert tokenizer.decode_ids([3, 0, 4, 2, 1, 5]) == "aa ae z"
     assert tokenizer.decode_ids(torch.tensor([0, 0])) == ""
+
+
+def _transcribe_refused(capsys, argv):
+    """transcribe.py's main through run_stage: status 2, one ERROR, no
+    traceback; returns the message."""
+    import transcribe
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(transcribe.main, [*argv, "--device", "cpu"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: ") and "Traceback" not in err
+    return err
+
+
+def test_transcribe_on_a_training_run_gives_the_export_command(
+    experiment, exported, split_items, tmp_path, capsys
+):
+    """Issue 33: a run folder (or its save/, a CKPT+ folder, a model.ckpt) was
+    said to hold a "damaged or cut off" checkpoint; an export missing
+    tokenizer.ckpt only failed each file with "cannot transcribe"."""
+    wav = split_items[0]["wav"]
+    checkpoint = best_checkpoint(os.path.join(experiment, "save")).path
+    for given in (experiment, os.path.join(checkpoint, "model.ckpt")):
+        err = _transcribe_refused(capsys, [given, wav])
+        assert "(train_teacher.py or train_kd.py writes such folders), not an " in err
+        assert "damaged" not in err
+        assert (
+            f"Export it first: python export_model.py --from {experiment} --to "
+            f"{experiment}_exported, then python transcribe.py "
+            f"{experiment}_exported FILE_OR_FOLDER..."
+        ) in err
+    # tools/first_model.py's layout: model/ (the run) beside exported/.
+    first = tmp_path / "first_model"
+    shutil.copytree(experiment, first / "model")
+    export_model(first / "model", first / "exported", check=False)
+    err = _transcribe_refused(capsys, [str(first / "model"), wav])
+    assert f"{first / 'model'} is a training run" in err
+    assert f"An export of this run is at {first / 'exported'}: python " in err
+
+    copy = tmp_path / "copied"
+    shutil.copytree(exported, copy)
+    os.remove(copy / "tokenizer.ckpt")
+    err = _transcribe_refused(capsys, [str(copy), wav])
+    assert f"{copy} is an exported model without tokenizer.ckpt" in err
+    assert f"python export_model.py --from {experiment} --to {copy}" in err
