@@ -18,10 +18,12 @@ that PyPI installs) or when a precision cannot run on the device.
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
 import threading
+import time
 
 import torch
 from speechbrain.utils.distributed import (
@@ -395,6 +397,31 @@ def log_resume(brain):
 
 # --------------------------------------------------------------------------
 # DDP
+
+
+def tell_torchrun(message):
+    """Under torchrun, hands this rank's error message to torchrun (the error
+    file it names in $TORCHELASTIC_ERROR_FILE). torchrun always ends a failed
+    job with its own traceback and failure summary, which pushed the rank's
+    one-line ERROR out of sight; with the file, the summary's last lines
+    repeat that message in place of "To enable traceback see: ...". Without
+    torchrun, nothing."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    text = f"ERROR: {message}"
+    # The layout torch.distributed.elastic writes for a Python exception.
+    record = {
+        "message": {
+            "message": text,
+            "extraInfo": {"py_callstack": text, "timestamp": str(int(time.time()))},
+        }
+    }
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+    except OSError:
+        pass  # torchrun's summary is then its usual one
 
 
 def wrap_ddp_without_sync_batchnorm(brain):

@@ -91,6 +91,55 @@ def test_two_cpu_processes_without_a_backend_are_told_to_use_gloo(
     assert "--distributed_backend gloo" in err
 
 
+def test_torchrun_with_nccl_on_the_cpu_ends_with_the_recipes_message(
+    mini_corpus, tmp_path
+):
+    """Issue 33: torchrun ends a failed job with its own traceback and
+    summary, under which the ranks' ERROR line was lost ("To enable traceback
+    see: ..."); the ranks now hand it to torchrun, whose summary ends with
+    it. (torchrun's own traceback is torchrun's: it stays.)"""
+    out = tmp_path / "r"
+    proc = run_script(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "train_teacher.py", *stage_args(mini_corpus, out)],
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    message = (
+        "ERROR: This run has several processes (torchrun) on the CPU, where the "
+        "nccl backend (SpeechBrain's default) cannot run: add --distributed_backend "
+        "gloo."
+    )
+    assert lines[-2] == f"  traceback : {message}", lines[-12:]
+    assert "To enable traceback see" not in proc.stderr
+    assert not out.exists()
+
+
+def test_jobs_below_1_and_an_output_folder_that_is_a_file_are_refused(tmp_path, capsys):
+    """Issue 33: --jobs 0 ended in a ZeroDivisionError traceback, and an
+    --output_folder naming a file in one from making the corpus there."""
+    import run_demo
+
+    for jobs in ("0", "-2"):
+        with pytest.raises(SystemExit) as stop:
+            run_demo.parse_args(["--quick", "--jobs", jobs])
+        assert stop.value.code == 2
+        assert f"--jobs must be 1 or more (runs side by side), got {jobs}" in (
+            capsys.readouterr().err
+        )
+    taken = tmp_path / "demo"
+    taken.write_text("not a folder")
+    proc = run_script(["run_demo.py", "--quick", "--output_folder", str(taken)],
+                      check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        f"ERROR: output_folder {taken} is a file, not a folder: remove or rename "
+        "the file, or give another --output_folder."
+    )
+    assert taken.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("script", ["transcribe.py", "summarize_results.py"])
 def test_tools_asked_for_cuda_without_a_gpu_say_so(tmp_path, script):
     if torch.cuda.is_available():
