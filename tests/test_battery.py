@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy
 import pytest
 import soundfile
@@ -307,15 +308,98 @@ def test_a_store_part_with_damaged_bytes_is_named(teacher_store, tmp_path, where
     assert "damaged" in str(err.value)
 
 
-def test_a_store_without_checksums_still_reads(teacher_store, tmp_path):
+def test_a_store_without_checksums_still_reads(teacher_store, tmp_path, caplog):
+    folder = tmp_path / "store"
+    shutil.copytree(teacher_store, folder)
+    (sidecar,) = glob.glob(str(folder / "*.sha256"))
+    os.remove(sidecar)  # a store written before checksums
+    with caplog.at_level(logging.WARNING, logger="mtkd.store.format"):
+        store = TeacherStore(str(folder))
+    # Read in full (in another process) and left as it is; the warning gives
+    # the command that adds the checksum file.
+    assert "has no checksum file (written before checksums existed): it was " in (
+        caplog.text
+    )
+    assert not os.path.exists(sidecar) and store.verify() == 0
+    utt = store.utterance_ids("train")[0]
+    assert store.get("train", utt)["att_dist"].shape[0] == 2
+    command = caplog.text.split("write the file once: ", 1)[1].splitlines()[0]
+    subprocess.run(command, shell=True, check=True)
+    assert TeacherStore(str(folder)).verify() == 1
+
+
+def _old_damaged_part(teacher_store, tmp_path):
+    """A copy of the store as written before checksums, its part damaged
+    inside a dataset (4 kB of train's att_dist overwritten); returns the
+    folder and the part's path."""
+    folder = tmp_path / "old_store"
+    shutil.copytree(teacher_store, folder)
+    for sidecar in glob.glob(str(folder / "*.sha256")):
+        os.remove(sidecar)
+    (part,) = glob.glob(str(folder / "*.h5"))
+    with h5py.File(part, "r") as f:  # the first chunk of train's att_dist
+        offset = f["train/att_dist"].id.get_chunk_info(0).byte_offset
+    with open(part, "r+b") as f:
+        f.seek(offset + 64)
+        f.write(b"\xff" * 4096)
+    return str(folder), part
+
+
+def test_an_old_store_part_damaged_inside_a_dataset_is_named_at_start_up(
+    teacher_store, tmp_path
+):
+    """Issue 33: a part without a checksum file (written before they existed)
+    damaged inside a dataset was read as if whole, and HDF5 could take the
+    process down later (glibc "double free or corruption", exit 134, no
+    message). It is now read in full in a child process when the store is
+    opened: the damage is a StoreError naming the part, and no checksum file
+    is written for it."""
+    folder, part = _old_damaged_part(teacher_store, tmp_path)
+    with pytest.raises(StoreError) as err:
+        TeacherStore(folder)
+    message = str(err.value)
+    assert message.startswith(f"{part} has no checksum file (it was written before")
+    # The part is gzip-compressed: HDF5 cannot inflate the damaged chunk.
+    assert "cannot be read in full: reading it failed (" in message
+    assert "save_teachers.py (--overwrite True)" in message
+    assert not os.path.exists(part + ".sha256")
+    # Uncompressed, the same bytes read without complaint: the distributions
+    # are checked to be probabilities.
+    from mtkd.store.format import check_part_without_checksum
+
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        rows = numpy.full((600, 42), 1 / 42, dtype=numpy.float16)
+        rows[100:110] = numpy.nan
+        f.create_dataset("train/att_dist", data=rows)
+    with pytest.raises(StoreError) as err:
+        check_part_without_checksum(str(plain))
+    assert "reading it failed (train/att_dist rows 0 to 599 hold values that are " in (
+        str(err.value)
+    )
+
+
+def test_a_crash_reading_an_old_part_is_a_message_not_a_crash(
+    teacher_store, tmp_path, monkeypatch
+):
+    """The child process that reads an old part may be killed by what it
+    reads (SIGABRT: "double free or corruption"); the stage is not."""
+    import mtkd.store.format as store_format
+
     folder = tmp_path / "store"
     shutil.copytree(teacher_store, folder)
     for sidecar in glob.glob(str(folder / "*.sha256")):
-        os.remove(sidecar)  # a store written before checksums
-    store = TeacherStore(str(folder))
-    assert store.verify() == 0
-    utt = store.utterance_ids("train")[0]
-    assert store.get("train", utt)["att_dist"].shape[0] == 2
+        os.remove(sidecar)
+    (part,) = glob.glob(str(folder / "*.h5"))
+    crash = "import os, sys; sys.stderr.write('double free or corruption (out)\\n'); "
+    monkeypatch.setattr(store_format, "_READ_EVERY_DATASET", crash + "os.abort()")
+    with pytest.raises(StoreError) as err:
+        TeacherStore(str(folder))
+    assert str(err.value).startswith(
+        f"{part} has no checksum file (it was written before checksums existed) "
+        "and cannot be read in full: the process reading it was killed by "
+        "SIGABRT (double free or corruption (out)). The file is damaged"
+    )
 
 
 # ------------------------------------------- 6. folders that cannot be written
