@@ -272,6 +272,90 @@ def split_at_silences(wav, sample_rate, max_seconds=DEFAULT_CHUNK_SECONDS):
     return chunks
 
 
+# Speech found by energy alone, so that silence is never searched: the
+# attention search of a model that hears no phone may never emit eos and
+# then writes a token per encoder frame (60 s of silence: 51 s and about
+# 3,200 tokens). A 10 ms frame holds speech when its level is above
+# SILENCE_DBFS and either SPEECH_ABOVE_FLOOR_DB above the recording's noise
+# floor (its 10th percentile frame level) or at least LOUD_DBFS (so that
+# loud audio of little dynamic range, speech in steady noise, is still
+# decoded); a stretch counts from MIN_SPEECH_SECONDS of such frames in a row.
+SILENCE_DBFS = -60.0  # dB of full scale (mean square): rms 0.001
+LOUD_DBFS = -35.0
+SPEECH_ABOVE_FLOOR_DB = 15.0
+MIN_SPEECH_SECONDS = 0.05
+# Pauses of at least this long are not decoded (a TIMIT sentence's own
+# pauses are shorter); PAUSE_MARGIN_SECONDS of each stays with the speech
+# beside it, as the leading and trailing silence of a TIMIT file does.
+LONG_PAUSE_SECONDS = 1.0
+PAUSE_MARGIN_SECONDS = 0.3
+SILENCE_TOKEN = "sil"  # what a stretch without speech is transcribed as
+
+
+def frame_levels(wav, sample_rate):
+    """[F] float64: the level of each 10 ms frame of a 1-D waveform, in dB of
+    full scale (mean square; -200 for digital silence). The last partial
+    frame counts as a frame."""
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    samples = wav.double()
+    padded = torch.nn.functional.pad(samples, (0, (-len(samples)) % frame))
+    power = (padded.reshape(-1, frame) ** 2).mean(dim=1)
+    return (10.0 * torch.log10(power.clamp_min(1e-20))).numpy()
+
+
+def speech_segments(wav, sample_rate):
+    """The stretches of a 1-D waveform that hold speech: a list of (start,
+    end) sample indices, in order, [] when nothing does.
+
+    Each stretch runs from its first to its last speech frame plus
+    PAUSE_MARGIN_SECONDS of the silence around it; stretches closer than
+    LONG_PAUSE_SECONDS are one stretch. So the pauses of at least
+    LONG_PAUSE_SECONDS, and the silence before the first speech and after the
+    last beyond the margin, are left out.
+    """
+    levels = frame_levels(wav, sample_rate)
+    if len(levels) == 0:
+        return []
+    floor = float(numpy.percentile(levels, 10))
+    above_floor = levels >= floor + SPEECH_ABOVE_FLOOR_DB
+    loud = (levels >= SILENCE_DBFS) & (above_floor | (levels >= LOUD_DBFS))
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    shortest = max(int(round(MIN_SPEECH_SECONDS / _FRAME_SECONDS)), 1)
+    gap = int(round(LONG_PAUSE_SECONDS / _FRAME_SECONDS))
+    margin = int(round(PAUSE_MARGIN_SECONDS / _FRAME_SECONDS))
+    runs, start = [], None  # runs of speech frames: [first, last + 1)
+    for k, is_loud in enumerate([*loud.tolist(), False]):
+        if is_loud and start is None:
+            start = k
+        elif not is_loud and start is not None:
+            if k - start >= shortest:
+                runs.append([start, k])
+            start = None
+    merged = []
+    for first, end in runs:
+        if merged and first - merged[-1][1] < gap:
+            merged[-1][1] = end
+        else:
+            merged.append([first, end])
+    return [
+        (max(first - margin, 0) * frame, min((end + margin) * frame, len(wav)))
+        for first, end in merged
+    ]
+
+
+def join_transcripts(pieces):
+    """One phone string from the pieces of a recording, in order ("" for a
+    piece that gave no phone): a run of ``sil`` across a join is one ``sil``
+    (each piece and each pause left out begins or ends with one)."""
+    tokens = []
+    for piece in pieces:
+        words = piece.split()
+        if words and tokens and words[0] == SILENCE_TOKEN == tokens[-1]:
+            words = words[1:]
+        tokens += words
+    return " ".join(tokens)
+
+
 def batches_by_length(lengths, batch_size):
     """Index lists of batches of similar length: sorted ascending (ties keep
     their order), then cut in ``batch_size`` (the recipe's test loader does
