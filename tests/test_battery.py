@@ -67,6 +67,7 @@ def refused(capsys, main, argv):
         (["--data_parallel_backend"], "--data_parallel_backend needs CUDA GPUs"),
         (["--jit"], "cannot be compiled with TorchScript"),
         (["--grad_accumulation_factor", "0"], "--grad_accumulation_factor must be"),
+        (["--compile", "--device", "cpu"], "--compile on cpu: torch.compile"),
     ],
 )
 def test_launch_options_that_cannot_work_are_refused_before_any_write(
