@@ -30,7 +30,9 @@ only SpeechBrain and torch; folders exported before the move name
 ``PYTHONPATH``. ``transcribe.py`` does that by itself.
 """
 
+import glob
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -49,6 +51,8 @@ from speechbrain.dataio.encoder import CTCTextEncoder
 from mtkd import RecipeError
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR
 from mtkd.runs import HPARAMS_FILE, RunFolder, plain_value, read_hyperparams
+
+logger = logging.getLogger(__name__)
 
 EXPORT_HEADER = "# Exported by export_model.py"
 # Exported file -> the run's file it copies (checkpoint files, then save/).
@@ -763,6 +767,42 @@ def _is_export(folder):
         return f.readline().startswith(EXPORT_HEADER)
 
 
+def remove_killed_exports(model_dir):
+    """Cleans up after exports to ``model_dir`` that were killed: removes
+    their ``MODEL_DIR.partial-PID`` folders (unfinished), and puts back an
+    earlier export that one had moved to ``MODEL_DIR.old-PID`` just before
+    it was killed (or removes it when ``model_dir`` is there). Folders of a
+    process of this host that still runs are another export at work and are
+    left alone. Returns the paths removed or restored."""
+    done = []
+    for kind in ("partial", "old"):
+        for path in sorted(glob.glob(f"{glob.escape(model_dir)}.{kind}-*")):
+            pid = path.rsplit("-", 1)[1]
+            if not pid.isdigit() or _runs(int(pid)) or not os.path.isdir(path):
+                continue
+            if kind == "old" and not os.path.exists(model_dir):
+                os.rename(path, model_dir)  # the export before the killed one
+            else:
+                shutil.rmtree(path)
+            done.append(path)
+    for path in done:
+        logger.warning("Cleaned up %s, left by an export that was killed", path)
+    return done
+
+
+def _runs(pid):
+    """Whether process ``pid`` of this host runs (this process does not count)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's
+    return True
+
+
 def export_model(
     experiment_dir,
     model_dir,
@@ -808,6 +848,7 @@ def export_model(
 
     parent = os.path.dirname(model_dir)
     os.makedirs(parent, exist_ok=True)
+    remove_killed_exports(model_dir)
     tmp = f"{model_dir}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp)

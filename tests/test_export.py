@@ -389,3 +389,27 @@ def test_transcribe_on_a_training_run_gives_the_export_command(
     err = _transcribe_refused(capsys, [str(copy), wav])
     assert f"{copy} is an exported model without tokenizer.ckpt" in err
     assert f"python export_model.py --from {experiment} --to {copy}" in err
+
+
+def test_an_export_killed_mid_way_is_cleaned_up_by_the_next(experiment, tmp_path):
+    """Issue 33: a killed export left its MODEL_DIR.partial-PID folder behind
+    for good."""
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    target = tmp_path / "tea0"
+    killed = tmp_path / f"tea0.partial-{ended.pid}"
+    killed.mkdir()
+    (killed / "asr.ckpt").write_bytes(b"half a checkpoint")
+    running = tmp_path / f"tea0.partial-{os.getppid()}"  # a live process's
+    running.mkdir()
+    export_model(experiment, target, check=False)
+    assert not killed.exists() and running.is_dir()
+    assert sorted(os.listdir(target)) == sorted(EXPORT_FILES)
+    # Killed between moving the earlier export aside and renaming the new
+    # one: the earlier export is put back, and exported over as usual.
+    os.rename(target, tmp_path / f"tea0.old-{ended.pid}")
+    export_model(experiment, target, check=False)
+    assert sorted(os.listdir(target)) == sorted(EXPORT_FILES)
+    assert sorted(os.listdir(tmp_path)) == ["tea0", running.name]
