@@ -81,6 +81,7 @@ from mtkd import RecipeError
 from mtkd.hparams import OPTION_ALIASES
 from mtkd.runs import RunFolder
 from mtkd.teachers import write_teacher_list
+from mtkd.writable import check_output_folder
 from mtkd_tools.results import (
     COST_COLUMNS,
     PLOT_PNG,
@@ -671,6 +672,8 @@ def parse_args(argv):
         )
     if args.jobs is None:
         args.jobs = 1 if args.device.startswith("cuda") else min(2, os.cpu_count())
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more (runs side by side), got {args.jobs}")
     if args.seeds < 1:
         parser.error("--seeds must be 1 or more")
     if args.pool_multiple > 1 and not args.unlabelled:
@@ -689,6 +692,7 @@ def main(argv=None):
     def say(text):
         print(text, flush=True)
 
+    check_output_folder(args.output_folder)  # a file there: said before any run
     check_layout(os.path.abspath(args.output_folder))
     data_folder = args.data_folder or make_corpus(args, say)
     jobs = build_jobs(args, os.path.abspath(data_folder))

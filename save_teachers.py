@@ -57,13 +57,19 @@ HELP_HPARAMS = os.path.join(
 )
 
 
+def loader_options(hparams):
+    """Batch size and workers; the workers leave SIGTERM/SIGUSR1/SIGINT to
+    this process, which drops the part it writes and exits 75 (or 130)."""
+    return cluster.loader_kwargs_for_signals(
+        {"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"]}
+    )
+
+
 def make_loaders(hparams, datasets):
     """One plain loader per split (order and batch size do not matter)."""
     return {
         split: sb.dataio.dataloader.make_dataloader(
-            datasets[split],
-            batch_size=hparams["batch_size"],
-            num_workers=hparams["num_workers"],
+            datasets[split], **loader_options(hparams)
         )
         for split in SPLITS
     }
@@ -87,9 +93,7 @@ def write_unlabelled(hparams, list_file, files, load, device, run_opts):
         )
         return
     data = load_unlabelled_dataset(hparams)
-    loader = sb.dataio.dataloader.make_dataloader(
-        data, batch_size=hparams["batch_size"], num_workers=hparams["num_workers"]
-    )
+    loader = sb.dataio.dataloader.make_dataloader(data, **loader_options(hparams))
     write_unlabelled_part(
         hparams["store_folder"],
         list_file,
@@ -103,6 +107,7 @@ def write_unlabelled(hparams, list_file, files, load, device, run_opts):
         overwrite=hparams["overwrite"],
         autocast=lambda: cluster.autocast(device, run_opts["precision"]),
         progress=not run_opts["noprogressbar"],
+        source=hparams["unlabelled"],
     )
 
 

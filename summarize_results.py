@@ -31,6 +31,7 @@ import sys
 
 from mtkd import RecipeError
 from mtkd.cluster import check_device
+from mtkd.writable import check_output_folder
 from mtkd_tools.results import (
     BASELINE,
     COST_COLUMNS,
@@ -105,6 +106,7 @@ def main(argv=None):
         "that treat a speaker's utterances as independent)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    check_output_folder(args.out)  # before any run is read or decoded
     if args.cost:
         check_device(args.device)
     runs = [read_one_run(folder) for folder in find_runs(args.dirs)]

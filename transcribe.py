@@ -19,6 +19,10 @@ chunk is decoded on its own and the phones are joined in order: decoding time
 grows linearly with the length of the audio. ``--json`` says how many chunks
 each file was decoded in.
 
+Silence is not searched: a file without speech (found by its energy) is
+transcribed as ``sil`` at once (0 chunks), and in a long recording every pause
+of a second or more is one ``sil``; only the stretches of speech are decoded.
+
 A missing or unreadable file is reported on stderr with its name; the other
 files are still transcribed, and the exit status is then 1.
 """
@@ -36,11 +40,13 @@ from mtkd.hparams import run_stage
 from mtkd_tools.export import (
     AUDIO_EXTENSIONS,
     DEFAULT_CHUNK_SECONDS,
+    SILENCE_TOKEN,
     batches_by_length,
-    check_not_a_training_run,
     exported_batch_size,
+    join_transcripts,
     load_exported,
     read_audio,
+    speech_segments,
     split_at_silences,
     transcribe_waveforms,
 )
@@ -123,8 +129,15 @@ def find_audio(paths, report):
 
 def decode(asr, files, batch_size, report, chunk_seconds=DEFAULT_CHUNK_SECONDS):
     """{path: (phones, seconds, chunks)} of the files that could be read and
-    decoded; a file longer than ``chunk_seconds`` is decoded in chunks
-    (``split_at_silences``) whose phones are joined in order."""
+    decoded (``chunks``: how many pieces were searched).
+
+    A file without speech (``speech_segments``) is ``sil``, searched not at
+    all. A file no longer than ``chunk_seconds`` with speech is decoded whole,
+    in batches of similar length. A longer one is decoded in pieces: its
+    stretches of speech (pauses of LONG_PAUSE_SECONDS or more left out, each
+    a ``sil``), each cut at its quietest points into chunks of at most
+    ``chunk_seconds`` (``split_at_silences``); the phones are joined in order.
+    """
     rate = asr.hparams.sample_rate
     lengths = {}
     for path in files:
@@ -141,9 +154,14 @@ def decode(asr, files, batch_size, report, chunk_seconds=DEFAULT_CHUNK_SECONDS):
         wavs = {}
         for path in (short[i] for i in batch):
             try:
-                wavs[path] = read_audio(path, rate)
+                wav = read_audio(path, rate)
             except Exception as err:
                 report(path, f"cannot read audio ({_reason(err)})")
+                continue
+            if speech_segments(wav, rate):
+                wavs[path] = wav
+            else:
+                results[path] = (SILENCE_TOKEN, len(wav) / rate, 0)
         results.update(_decode_pieces(asr, wavs, rate, report))
     for path in (p for p in lengths if p not in short):
         try:
@@ -151,17 +169,39 @@ def decode(asr, files, batch_size, report, chunk_seconds=DEFAULT_CHUNK_SECONDS):
         except Exception as err:
             report(path, f"cannot read audio ({_reason(err)})")
             continue
-        bounds = split_at_silences(wav, rate, chunk_seconds)
-        pieces = {(path, k): wav[a:b] for k, (a, b) in enumerate(bounds)}
-        decoded = {}
-        order = list(pieces)
-        for batch in batches_by_length([len(pieces[k]) for k in order], batch_size):
-            chunk = {order[i]: pieces[order[i]] for i in batch}
-            decoded.update(_decode_pieces(asr, chunk, rate, report, path))
-        if len(decoded) == len(pieces):
-            phones = " ".join(decoded[k][0] for k in order if decoded[k][0])
-            results[path] = (phones, len(wav) / rate, len(pieces))
+        long = _decode_long(asr, wav, rate, batch_size, report, path, chunk_seconds)
+        if long is not None:
+            phones, chunks = long
+            results[path] = (phones, len(wav) / rate, chunks)
     return results
+
+
+def _decode_long(asr, wav, rate, batch_size, report, path, chunk_seconds):
+    """(phones, chunks searched) of a long recording (see ``decode``), or None
+    when a chunk could not be decoded (reported)."""
+    # The recording as pieces in order: (start, end) to search, or None for
+    # a stretch without speech (transcribed as sil).
+    layout, position = [], 0
+    for start, end in speech_segments(wav, rate):
+        if start > position:
+            layout.append(None)
+        layout += [
+            (start + a, start + b)
+            for a, b in split_at_silences(wav[start:end], rate, chunk_seconds)
+        ]
+        position = end
+    if position < len(wav):
+        layout.append(None)
+    pieces = {bounds: wav[bounds[0] : bounds[1]] for bounds in layout if bounds}
+    order = list(pieces)
+    decoded = {}
+    for batch in batches_by_length([len(pieces[k]) for k in order], batch_size):
+        chunk = {order[i]: pieces[order[i]] for i in batch}
+        decoded.update(_decode_pieces(asr, chunk, rate, report, path))
+    if len(decoded) < len(pieces):
+        return None
+    texts = [decoded[bounds][0] if bounds else SILENCE_TOKEN for bounds in layout]
+    return join_transcripts(texts), len(pieces)
 
 
 def _decode_pieces(asr, wavs, rate, report, file=None):
@@ -206,7 +246,6 @@ def main(argv):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
     torch.set_num_threads(args.threads)
-    check_not_a_training_run(os.path.abspath(args.model_dir))
     asr = load_exported(args.model_dir, device=device)
     files = find_audio(args.paths, report)
     batch_size = args.batch_size or exported_batch_size(asr)

@@ -130,6 +130,11 @@ class ASRBrain(sb.Brain):
             k: total / max(count, 1) for k, (total, count) in self.loss_parts.items()
         }
 
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **kwargs):
+        # Workers leave SIGTERM/SIGUSR1/SIGINT to this process (mtkd.cluster).
+        kwargs = cluster.loader_kwargs_for_signals(kwargs)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **kwargs)
+
     def on_fit_start(self):
         super().on_fit_start()  # wraps DDP, recovers the last checkpoint
         cluster.log_resume(self)

@@ -20,7 +20,12 @@ from mtkd import RecipeError
 from mtkd.brain import ASRBrain, Predictions
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import collate_teacher_targets
-from mtkd.store.format import UNLABELLED
+from mtkd.store.format import (
+    UNLABELLED,
+    manifest_info,
+    read_part_header,
+    unlabelled_part_files,
+)
 from mtkd.strategies import (
     branch_losses,
     ctc_kd_loss,
@@ -95,10 +100,13 @@ def check_unlabelled_store(store, hparams):
     """The unlabelled utterances of this run, each with its pseudo-reference
     and the teachers' disagreement on it: ({utt_id: [L] label ids}, {utt_id:
     disagreement %} or None). Stops if the store has no unlabelled part,
-    lacks one of the manifest's utterances, or cannot give what
-    ``unlabelled_scores`` and ``unlabelled_max_disagreement`` ask for."""
+    has one written for another pool, lacks one of the manifest's
+    utterances, or cannot give what ``unlabelled_scores`` and
+    ``unlabelled_max_disagreement`` ask for."""
     where = hparams["tea_infer_dir"]
     if not store.has_unlabelled:
+        if os.path.isfile(store.path):
+            raise RecipeError(_one_file_message(store, hparams))
         raise RecipeError(
             f"unlabelled is set ({hparams['unlabelled']}) but the teacher store "
             f"{where} has no unlabelled part: write it with save_teachers.py "
@@ -107,6 +115,10 @@ def check_unlabelled_store(store, hparams):
         )
     with open(hparams["unlabelled_annotation"], encoding="utf-8") as f:
         wanted = json.load(f)
+    info = manifest_info(hparams["unlabelled_annotation"])
+    held = set(store.utterance_ids(UNLABELLED))
+    if info["fingerprint"] != store.fingerprint(UNLABELLED) and not held >= set(wanted):
+        raise RecipeError(_other_pool_message(store, hparams, wanted, info, held))
     store.check_holds(UNLABELLED, wanted)
     refs = {utt_id: store.pseudo_reference(utt_id) for utt_id in wanted}
     threshold = check_unlabelled_options(store, hparams)
@@ -119,6 +131,72 @@ def check_unlabelled_store(store, hparams):
     spread = {utt_id: spread[utt_id] for utt_id in wanted}
     keep_by_disagreement(spread, threshold, list(wanted))  # none kept: stop now
     return refs, spread
+
+
+def _pool_text(info, source=None):
+    """A pool's manifest info as text: 12 utterances (0.01 h) from --unlabelled X."""
+    origin = f" from --unlabelled {source}" if source else ""
+    return f"{info['n_utt']} utterances ({info['hours']:.2f} h){origin}"
+
+
+def _other_pool_message(store, hparams, wanted, info, held):
+    """An unlabelled part written for another pool: what it holds, what this
+    run's pool is, and the ways that keep the other pool's part."""
+    where, source = hparams["tea_infer_dir"], hparams["unlabelled"]
+    theirs = store.split_info(UNLABELLED)
+    common = len(held & set(wanted))
+    return (
+        f"The unlabelled part {store.unlabelled_part} of the teacher store {where} "
+        f"was written for another pool: it holds "
+        f"{_pool_text(theirs, theirs.get('source'))}; this run's pool is "
+        f"{_pool_text(info, source)}, {common} of them in the part. The store is "
+        "not damaged. Give --unlabelled the pool the part was written for, or "
+        "write this pool's part in a store folder of its own: copy the labelled "
+        f"parts (part-*.h5 and their .sha256 files) of {where} into a new folder "
+        f"and run save_teachers.py with --unlabelled {source} --store_folder "
+        "NEW_FOLDER (the copied parts are reused), then give train_kd.py "
+        "--tea_infer_dir NEW_FOLDER. Do not run save_teachers.py with "
+        f"--overwrite True on {where}: it would replace the other pool's part."
+    )
+
+
+def _one_file_message(store, hparams):
+    """--tea_infer_dir names one part file (a merged store) and --unlabelled
+    is set: the unlabelled part is only ever in a store folder. Says which
+    folder the file comes from, and whether its unlabelled part is this
+    run's pool."""
+    where, source = hparams["tea_infer_dir"], hparams["unlabelled"]
+    merged_from = store.meta.get("merged_from") or [store.path]
+    folder = os.path.dirname(os.path.abspath(merged_from[0]))
+    text = (
+        f"--tea_infer_dir {where} is one store file"
+        + (" (a merged store)" if store.meta.get("merged_from") else "")
+        + ", which holds the labelled splits only: the unlabelled part is read "
+        f"from a store folder. The file was made from the store folder {folder}"
+    )
+    found = unlabelled_part_files(folder) if os.path.isdir(folder) else []
+    if not found:
+        return (
+            f"{text}, which has no unlabelled part: write it there with "
+            f"save_teachers.py --unlabelled {source} --store_folder {folder} "
+            f"(its labelled parts are reused), then give --tea_infer_dir {folder}."
+        )
+    meta, _ = read_part_header(found[0])
+    theirs = meta["splits"][UNLABELLED]
+    info = manifest_info(hparams["unlabelled_annotation"])
+    if theirs["fingerprint"] == info["fingerprint"]:
+        return (
+            f"{text}, whose unlabelled part {found[0]} holds this run's pool "
+            f"({_pool_text(info, source)}): give --tea_infer_dir {folder}."
+        )
+    return (
+        f"{text}, whose unlabelled part {found[0]} was written for another pool "
+        f"({_pool_text(theirs, theirs.get('source'))}; this run's: "
+        f"{_pool_text(info, source)}). Give --unlabelled the pool that part was "
+        f"written for and --tea_infer_dir {folder}, or write this pool's part "
+        "in a store folder of its own (copy the labelled parts there and run "
+        f"save_teachers.py with --unlabelled {source} --store_folder NEW_FOLDER)."
+    )
 
 
 def check_unlabelled_options(store, hparams):

@@ -723,6 +723,7 @@ def _run_and_explain(main, argv):
         _exit_disk_full(disk_full_error(err.filename or "a file", "the file"))
     except RecipeError as err:
         print(f"ERROR: {_own_message(err)}", file=sys.stderr)
+        cluster.tell_torchrun(_own_message(err))  # its summary ends with it
         raise SystemExit(2) from None
 
 

@@ -174,6 +174,11 @@ def _read(fd):
     return os.pread(fd, 4096, 0).decode(errors="replace").strip()
 
 
+def held_locks():
+    """The locks this process holds, oldest first."""
+    return list(_HELD)
+
+
 def release_held_locks():
     """Releases every lock this process holds (at exit)."""
     for lock in list(_HELD):

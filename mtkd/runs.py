@@ -23,7 +23,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.distributed import if_main_process, is_distributed_initialized
 
 from mtkd import RecipeError
-from mtkd.locks import SingleWriterLock, parse_owner
+from mtkd.locks import SingleWriterLock, held_locks, parse_owner
 from mtkd.model import MODEL_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
@@ -225,8 +225,14 @@ def lock_run_folder(folder):
     the lock, or None on the other ranks."""
     lock, error = None, None
     if if_main_process():
+        # A stage run again in this process (its main called twice) has it.
+        same = [
+            held
+            for held in held_locks()
+            if isinstance(held, RunLock) and held.folder == os.path.abspath(folder)
+        ]
         try:
-            lock = RunLock(folder).acquire()
+            lock = same[0] if same else RunLock(folder).acquire()
         except RunLockError as err:
             error = err
     if is_distributed_initialized():

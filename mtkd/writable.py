@@ -42,6 +42,11 @@ def check_output_folder(folder, key="output_folder"):
         if parent == existing:
             break
         existing = parent
+    if existing == folder and not os.path.isdir(folder):
+        raise NotWritableError(
+            f"{key} {folder} is a file, not a folder: remove or rename the file, "
+            f"or give another --{key}."
+        )
     if not os.path.isdir(existing):
         raise NotWritableError(
             f"{existing} is a file, not a folder, so {key} {folder} cannot be "

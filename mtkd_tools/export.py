@@ -30,7 +30,9 @@ only SpeechBrain and torch; folders exported before the move name
 ``PYTHONPATH``. ``transcribe.py`` does that by itself.
 """
 
+import glob
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -49,6 +51,8 @@ from speechbrain.dataio.encoder import CTCTextEncoder
 from mtkd import RecipeError
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR
 from mtkd.runs import HPARAMS_FILE, RunFolder, plain_value, read_hyperparams
+
+logger = logging.getLogger(__name__)
 
 EXPORT_HEADER = "# Exported by export_model.py"
 # Exported file -> the run's file it copies (checkpoint files, then save/).
@@ -115,23 +119,6 @@ def make_searcher(
     )
 
 
-def check_not_a_training_run(folder):
-    """Stops with the export command when ``folder`` is a training run's
-    folder (``train_log.txt`` or ``save/CKPT+*``) rather than an exported
-    model: its checkpoints are not what transcription reads."""
-    save = os.path.join(folder, "save")
-    checkpoints = os.path.isdir(save) and any(
-        name.startswith("CKPT+") for name in os.listdir(save)
-    )
-    if os.path.isfile(os.path.join(folder, "train_log.txt")) or checkpoints:
-        raise ExportError(
-            f"{folder} is a training run's folder, not an exported model. Export "
-            f"it first: `python export_model.py --from {folder} --to "
-            f"{folder.rstrip(os.sep)}_exported`, then transcribe with "
-            f"{folder.rstrip(os.sep)}_exported."
-        )
-
-
 def load_exported(model_dir, device="cpu", savedir=None):
     """``EncoderDecoderASR.from_hparams`` on an exported folder.
 
@@ -141,25 +128,95 @@ def load_exported(model_dir, device="cpu", savedir=None):
     from speechbrain.inference.ASR import EncoderDecoderASR
 
     model_dir = os.path.abspath(model_dir)
-    path = os.path.join(model_dir, HPARAMS_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(
-            f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
-            "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
-        )
-    expected = (*CHECKPOINT_FILES, TOKENIZER_FILE)
-    missing = [n for n in expected if not os.path.isfile(os.path.join(model_dir, n))]
-    if missing:
-        raise ExportError(
-            f"{model_dir} is an incomplete exported model: no {', '.join(missing)}. "
-            "Export it again with `python export_model.py --from EXPERIMENT_DIR "
-            f"--to {model_dir}` (EXPERIMENT_DIR: the training run's folder)."
-        )
+    check_exported_folder(model_dir)
     for name in CHECKPOINT_FILES:
         load_checkpoint_file(os.path.join(model_dir, name))
     return EncoderDecoderASR.from_hparams(
         source=model_dir, savedir=savedir, run_opts={"device": device}
     )
+
+
+def check_exported_folder(model_dir):
+    """Raises an ExportError that says what ``model_dir`` is and what to do
+    unless it is a complete exported folder (every file of EXPORT_FILES).
+
+    A training run's folder (or its ``save/``, a ``CKPT+*`` folder, a
+    ``model.ckpt``) gets the export command; an export that lost a file gets
+    the file's name and the command that writes it again.
+    """
+    run = _training_run(model_dir)
+    if run is not None:
+        found = _exports_of(run)
+        target = found[0] if found else f"{run}_exported"
+        transcribe = f"python transcribe.py {target} FILE_OR_FOLDER..."
+        what = "is a training run" if run == model_dir else f"is part of the run {run}"
+        raise ExportError(
+            f"{model_dir} {what} (train_teacher.py or train_kd.py writes such "
+            "folders), not an exported model; transcribe.py reads what "
+            "export_model.py makes of a run. "
+            + (
+                f"An export of this run is at {target}: {transcribe}"
+                if found
+                else f"Export it first: python export_model.py --from {run} --to "
+                f"{target}, then {transcribe}"
+            )
+        )
+    if not os.path.isfile(os.path.join(model_dir, HPARAMS_FILE)):
+        raise ExportError(
+            f"{model_dir} is not an exported model (no {HPARAMS_FILE}): make one "
+            "with `python export_model.py --from EXPERIMENT_DIR --to MODEL_DIR`."
+        )
+    missing = [
+        name for name in EXPORT_FILES if not os.path.isfile(f"{model_dir}/{name}")
+    ]
+    if missing:
+        source = _exported_from(model_dir) or "EXPERIMENT_DIR"
+        raise ExportError(
+            f"{model_dir} is an exported model without {' and '.join(missing)} "
+            f"(an exported folder holds {', '.join(EXPORT_FILES)}): copy the "
+            "whole folder again from where it was exported, or export the run "
+            f"again: python export_model.py --from {source} --to {model_dir}"
+        )
+
+
+def _training_run(path):
+    """The training run folder ``path`` is or lies in (a run folder, its
+    ``save/``, a ``CKPT+*`` folder or a ``model.ckpt``), else None."""
+    try:
+        folder, _ = _experiment_folder(path)
+    except NotAnExperimentError:
+        return None  # missing, or a file that is no checkpoint
+    run = RunFolder(folder)
+    if _is_export(folder) or not os.path.isfile(run.hparams_file):
+        return None
+    return folder if os.path.isdir(run.save_folder) else None
+
+
+def _exported_from(model_dir):
+    """The experiment folder an export's header names, or None."""
+    try:
+        with open(os.path.join(model_dir, HPARAMS_FILE), encoding="utf-8") as f:
+            header = [next(f, "") for _ in range(3)]
+    except OSError:
+        return None
+    for line in header:
+        if line.startswith("#   experiment: "):
+            return line.split(": ", 1)[1].strip()
+    return None
+
+
+def _exports_of(run):
+    """Complete exported folders of the run ``run`` beside it or inside the
+    folder above it (export_model.py's header names the run), sorted."""
+    parent = os.path.dirname(run)
+    candidates = [os.path.join(parent, name) for name in sorted(os.listdir(parent))]
+    return [
+        folder
+        for folder in candidates
+        if _is_export(folder)
+        and _exported_from(folder) == run
+        and all(os.path.isfile(os.path.join(folder, n)) for n in EXPORT_FILES)
+    ]
 
 
 def read_audio(path, sample_rate):
@@ -217,6 +274,90 @@ def split_at_silences(wav, sample_rate, max_seconds=DEFAULT_CHUNK_SECONDS):
         start = cut
     chunks.append((start, total))
     return chunks
+
+
+# Speech found by energy alone, so that silence is never searched: the
+# attention search of a model that hears no phone may never emit eos and
+# then writes a token per encoder frame (60 s of silence: 51 s and about
+# 3,200 tokens). A 10 ms frame holds speech when its level is above
+# SILENCE_DBFS and either SPEECH_ABOVE_FLOOR_DB above the recording's noise
+# floor (its 10th percentile frame level) or at least LOUD_DBFS (so that
+# loud audio of little dynamic range, speech in steady noise, is still
+# decoded); a stretch counts from MIN_SPEECH_SECONDS of such frames in a row.
+SILENCE_DBFS = -60.0  # dB of full scale (mean square): rms 0.001
+LOUD_DBFS = -35.0
+SPEECH_ABOVE_FLOOR_DB = 15.0
+MIN_SPEECH_SECONDS = 0.05
+# Pauses of at least this long are not decoded (a TIMIT sentence's own
+# pauses are shorter); PAUSE_MARGIN_SECONDS of each stays with the speech
+# beside it, as the leading and trailing silence of a TIMIT file does.
+LONG_PAUSE_SECONDS = 1.0
+PAUSE_MARGIN_SECONDS = 0.3
+SILENCE_TOKEN = "sil"  # what a stretch without speech is transcribed as
+
+
+def frame_levels(wav, sample_rate):
+    """[F] float64: the level of each 10 ms frame of a 1-D waveform, in dB of
+    full scale (mean square; -200 for digital silence). The last partial
+    frame counts as a frame."""
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    samples = wav.double()
+    padded = torch.nn.functional.pad(samples, (0, (-len(samples)) % frame))
+    power = (padded.reshape(-1, frame) ** 2).mean(dim=1)
+    return (10.0 * torch.log10(power.clamp_min(1e-20))).numpy()
+
+
+def speech_segments(wav, sample_rate):
+    """The stretches of a 1-D waveform that hold speech: a list of (start,
+    end) sample indices, in order, [] when nothing does.
+
+    Each stretch runs from its first to its last speech frame plus
+    PAUSE_MARGIN_SECONDS of the silence around it; stretches closer than
+    LONG_PAUSE_SECONDS are one stretch. So the pauses of at least
+    LONG_PAUSE_SECONDS, and the silence before the first speech and after the
+    last beyond the margin, are left out.
+    """
+    levels = frame_levels(wav, sample_rate)
+    if len(levels) == 0:
+        return []
+    floor = float(numpy.percentile(levels, 10))
+    above_floor = levels >= floor + SPEECH_ABOVE_FLOOR_DB
+    loud = (levels >= SILENCE_DBFS) & (above_floor | (levels >= LOUD_DBFS))
+    frame = max(int(_FRAME_SECONDS * sample_rate), 1)
+    shortest = max(int(round(MIN_SPEECH_SECONDS / _FRAME_SECONDS)), 1)
+    gap = int(round(LONG_PAUSE_SECONDS / _FRAME_SECONDS))
+    margin = int(round(PAUSE_MARGIN_SECONDS / _FRAME_SECONDS))
+    runs, start = [], None  # runs of speech frames: [first, last + 1)
+    for k, is_loud in enumerate([*loud.tolist(), False]):
+        if is_loud and start is None:
+            start = k
+        elif not is_loud and start is not None:
+            if k - start >= shortest:
+                runs.append([start, k])
+            start = None
+    merged = []
+    for first, end in runs:
+        if merged and first - merged[-1][1] < gap:
+            merged[-1][1] = end
+        else:
+            merged.append([first, end])
+    return [
+        (max(first - margin, 0) * frame, min((end + margin) * frame, len(wav)))
+        for first, end in merged
+    ]
+
+
+def join_transcripts(pieces):
+    """One phone string from the pieces of a recording, in order ("" for a
+    piece that gave no phone): a run of ``sil`` across a join is one ``sil``
+    (each piece and each pause left out begins or ends with one)."""
+    tokens = []
+    for piece in pieces:
+        words = piece.split()
+        if words and tokens and words[0] == SILENCE_TOKEN == tokens[-1]:
+            words = words[1:]
+        tokens += words
+    return " ".join(tokens)
 
 
 def batches_by_length(lengths, batch_size):
@@ -626,6 +767,42 @@ def _is_export(folder):
         return f.readline().startswith(EXPORT_HEADER)
 
 
+def remove_killed_exports(model_dir):
+    """Cleans up after exports to ``model_dir`` that were killed: removes
+    their ``MODEL_DIR.partial-PID`` folders (unfinished), and puts back an
+    earlier export that one had moved to ``MODEL_DIR.old-PID`` just before
+    it was killed (or removes it when ``model_dir`` is there). Folders of a
+    process of this host that still runs are another export at work and are
+    left alone. Returns the paths removed or restored."""
+    done = []
+    for kind in ("partial", "old"):
+        for path in sorted(glob.glob(f"{glob.escape(model_dir)}.{kind}-*")):
+            pid = path.rsplit("-", 1)[1]
+            if not pid.isdigit() or _runs(int(pid)) or not os.path.isdir(path):
+                continue
+            if kind == "old" and not os.path.exists(model_dir):
+                os.rename(path, model_dir)  # the export before the killed one
+            else:
+                shutil.rmtree(path)
+            done.append(path)
+    for path in done:
+        logger.warning("Cleaned up %s, left by an export that was killed", path)
+    return done
+
+
+def _runs(pid):
+    """Whether process ``pid`` of this host runs (this process does not count)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's
+    return True
+
+
 def export_model(
     experiment_dir,
     model_dir,
@@ -671,6 +848,7 @@ def export_model(
 
     parent = os.path.dirname(model_dir)
     os.makedirs(parent, exist_ok=True)
+    remove_killed_exports(model_dir)
     tmp = f"{model_dir}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy
 import pytest
 import soundfile
@@ -66,6 +67,7 @@ def refused(capsys, main, argv):
         (["--data_parallel_backend"], "--data_parallel_backend needs CUDA GPUs"),
         (["--jit"], "cannot be compiled with TorchScript"),
         (["--grad_accumulation_factor", "0"], "--grad_accumulation_factor must be"),
+        (["--compile", "--device", "cpu"], "--compile on cpu: torch.compile"),
     ],
 )
 def test_launch_options_that_cannot_work_are_refused_before_any_write(
@@ -89,6 +91,55 @@ def test_two_cpu_processes_without_a_backend_are_told_to_use_gloo(
         monkeypatch.setenv(key, value)
     err = refused(capsys, load_hparams, stage_args(mini_corpus, tmp_path / "r"))
     assert "--distributed_backend gloo" in err
+
+
+def test_torchrun_with_nccl_on_the_cpu_ends_with_the_recipes_message(
+    mini_corpus, tmp_path
+):
+    """Issue 33: torchrun ends a failed job with its own traceback and
+    summary, under which the ranks' ERROR line was lost ("To enable traceback
+    see: ..."); the ranks now hand it to torchrun, whose summary ends with
+    it. (torchrun's own traceback is torchrun's: it stays.)"""
+    out = tmp_path / "r"
+    proc = run_script(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "train_teacher.py", *stage_args(mini_corpus, out)],
+        check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    message = (
+        "ERROR: This run has several processes (torchrun) on the CPU, where the "
+        "nccl backend (SpeechBrain's default) cannot run: add --distributed_backend "
+        "gloo."
+    )
+    assert lines[-2] == f"  traceback : {message}", lines[-12:]
+    assert "To enable traceback see" not in proc.stderr
+    assert not out.exists()
+
+
+def test_jobs_below_1_and_an_output_folder_that_is_a_file_are_refused(tmp_path, capsys):
+    """Issue 33: --jobs 0 ended in a ZeroDivisionError traceback, and an
+    --output_folder naming a file in one from making the corpus there."""
+    import run_demo
+
+    for jobs in ("0", "-2"):
+        with pytest.raises(SystemExit) as stop:
+            run_demo.parse_args(["--quick", "--jobs", jobs])
+        assert stop.value.code == 2
+        assert f"--jobs must be 1 or more (runs side by side), got {jobs}" in (
+            capsys.readouterr().err
+        )
+    taken = tmp_path / "demo"
+    taken.write_text("not a folder")
+    proc = run_script(["run_demo.py", "--quick", "--output_folder", str(taken)],
+                      check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        f"ERROR: output_folder {taken} is a file, not a folder: remove or rename "
+        "the file, or give another --output_folder."
+    )
+    assert taken.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("script", ["transcribe.py", "summarize_results.py"])
@@ -269,15 +320,98 @@ def test_a_store_part_with_damaged_bytes_is_named(teacher_store, tmp_path, where
     assert "damaged" in str(err.value)
 
 
-def test_a_store_without_checksums_still_reads(teacher_store, tmp_path):
+def test_a_store_without_checksums_still_reads(teacher_store, tmp_path, caplog):
+    folder = tmp_path / "store"
+    shutil.copytree(teacher_store, folder)
+    (sidecar,) = glob.glob(str(folder / "*.sha256"))
+    os.remove(sidecar)  # a store written before checksums
+    with caplog.at_level(logging.WARNING, logger="mtkd.store.format"):
+        store = TeacherStore(str(folder))
+    # Read in full (in another process) and left as it is; the warning gives
+    # the command that adds the checksum file.
+    assert "has no checksum file (written before checksums existed): it was " in (
+        caplog.text
+    )
+    assert not os.path.exists(sidecar) and store.verify() == 0
+    utt = store.utterance_ids("train")[0]
+    assert store.get("train", utt)["att_dist"].shape[0] == 2
+    command = caplog.text.split("write the file once: ", 1)[1].splitlines()[0]
+    subprocess.run(command, shell=True, check=True)
+    assert TeacherStore(str(folder)).verify() == 1
+
+
+def _old_damaged_part(teacher_store, tmp_path):
+    """A copy of the store as written before checksums, its part damaged
+    inside a dataset (4 kB of train's att_dist overwritten); returns the
+    folder and the part's path."""
+    folder = tmp_path / "old_store"
+    shutil.copytree(teacher_store, folder)
+    for sidecar in glob.glob(str(folder / "*.sha256")):
+        os.remove(sidecar)
+    (part,) = glob.glob(str(folder / "*.h5"))
+    with h5py.File(part, "r") as f:  # the first chunk of train's att_dist
+        offset = f["train/att_dist"].id.get_chunk_info(0).byte_offset
+    with open(part, "r+b") as f:
+        f.seek(offset + 64)
+        f.write(b"\xff" * 4096)
+    return str(folder), part
+
+
+def test_an_old_store_part_damaged_inside_a_dataset_is_named_at_start_up(
+    teacher_store, tmp_path
+):
+    """Issue 33: a part without a checksum file (written before they existed)
+    damaged inside a dataset was read as if whole, and HDF5 could take the
+    process down later (glibc "double free or corruption", exit 134, no
+    message). It is now read in full in a child process when the store is
+    opened: the damage is a StoreError naming the part, and no checksum file
+    is written for it."""
+    folder, part = _old_damaged_part(teacher_store, tmp_path)
+    with pytest.raises(StoreError) as err:
+        TeacherStore(folder)
+    message = str(err.value)
+    assert message.startswith(f"{part} has no checksum file (it was written before")
+    # The part is gzip-compressed: HDF5 cannot inflate the damaged chunk.
+    assert "cannot be read in full: reading it failed (" in message
+    assert "save_teachers.py (--overwrite True)" in message
+    assert not os.path.exists(part + ".sha256")
+    # Uncompressed, the same bytes read without complaint: the distributions
+    # are checked to be probabilities.
+    from mtkd.store.format import check_part_without_checksum
+
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        rows = numpy.full((600, 42), 1 / 42, dtype=numpy.float16)
+        rows[100:110] = numpy.nan
+        f.create_dataset("train/att_dist", data=rows)
+    with pytest.raises(StoreError) as err:
+        check_part_without_checksum(str(plain))
+    assert "reading it failed (train/att_dist rows 0 to 599 hold values that are " in (
+        str(err.value)
+    )
+
+
+def test_a_crash_reading_an_old_part_is_a_message_not_a_crash(
+    teacher_store, tmp_path, monkeypatch
+):
+    """The child process that reads an old part may be killed by what it
+    reads (SIGABRT: "double free or corruption"); the stage is not."""
+    import mtkd.store.format as store_format
+
     folder = tmp_path / "store"
     shutil.copytree(teacher_store, folder)
     for sidecar in glob.glob(str(folder / "*.sha256")):
-        os.remove(sidecar)  # a store written before checksums
-    store = TeacherStore(str(folder))
-    assert store.verify() == 0
-    utt = store.utterance_ids("train")[0]
-    assert store.get("train", utt)["att_dist"].shape[0] == 2
+        os.remove(sidecar)
+    (part,) = glob.glob(str(folder / "*.h5"))
+    crash = "import os, sys; sys.stderr.write('double free or corruption (out)\\n'); "
+    monkeypatch.setattr(store_format, "_READ_EVERY_DATASET", crash + "os.abort()")
+    with pytest.raises(StoreError) as err:
+        TeacherStore(str(folder))
+    assert str(err.value).startswith(
+        f"{part} has no checksum file (it was written before checksums existed) "
+        "and cannot be read in full: the process reading it was killed by "
+        "SIGABRT (double free or corruption (out)). The file is damaged"
+    )
 
 
 # ------------------------------------------- 6. folders that cannot be written
@@ -402,6 +536,41 @@ def test_a_signal_mid_store_leaves_no_part_and_the_rerun_finishes(
     assert not glob.glob(str(store / "*.h5"))
     run_script(command)
     assert len(glob.glob(str(store / "*.h5"))) == 1
+
+
+def test_sigterm_to_the_process_group_mid_epoch_checkpoints_and_exits_75(
+    mini_corpus, teacher_store, tmp_path
+):
+    """SLURM signals the whole process group: the DataLoader workers get
+    SIGTERM too. They used to die of it first, and the student exited 1 with
+    "DataLoader worker ... is killed by signal: Terminated" and no mid-epoch
+    checkpoint; they now leave it to the main process, which checkpoints and
+    exits 75 as for SIGUSR1, and the rerun resumes after that batch."""
+    out = tmp_path / "kd"
+    command = [
+        "train_kd.py", KD_YAML, "--data_folder", mini_corpus, "--tea_infer_dir",
+        teacher_store, "--output_folder", str(out), "--pretrain", "False",
+        "--device", "cpu", "--noprogressbar", "--num_workers", "1",
+        "--number_of_epochs", "1", "--batch_size", "4", "--test_beam_size", "2",
+        *TINY_MODEL,
+    ]  # fmt: skip
+    helper = os.path.join("tests", "kill_after_batches.py")
+    first = subprocess.run(
+        [sys.executable, helper, "3", "--signal=TERM", "--group", *command],
+        cwd=REPO, env=SCRIPT_ENV, capture_output=True, text=True, timeout=600,
+        start_new_session=True,  # the group signalled is the run's, not pytest's
+    )  # fmt: skip
+    log = first.stdout + first.stderr
+    assert first.returncode == 75, log[-3000:]
+    assert "stop signal (SIGTERM): saved an intra-epoch checkpoint" in log
+    assert "killed by signal" not in log and "Traceback" not in log
+    (meta,) = [
+        yaml_file.read_text() for yaml_file in (out / "save").glob("CKPT+*/CKPT.yaml")
+    ]
+    assert "end-of-epoch: false" in meta
+    again = run_script(command)
+    assert "Resuming epoch 1 after batch 3 " in again.stdout + again.stderr
+    assert (out / "per_test.txt").exists()
 
 
 def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_run(capsys):

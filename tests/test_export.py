@@ -345,29 +345,71 @@ def test_special_labels_are_never_transcribed():
     assert tokenizer.decode_ids(torch.tensor([0, 0])) == ""
 
 
-def test_transcribe_names_a_training_run_and_a_missing_file(tmp_path, capsys):
-    """A training run's folder (or first_model's model/) is not an exported
-    model: the message gives the export command; an exported folder without
-    tokenizer.ckpt names that file (issues 33 and 34)."""
+def _transcribe_refused(capsys, argv):
+    """transcribe.py's main through run_stage: status 2, one ERROR, no
+    traceback; returns the message."""
     import transcribe
-    from mtkd_tools.export import load_exported
 
-    run = tmp_path / "model"
-    (run / "save" / "CKPT+2026-01-01+00-00-00+00").mkdir(parents=True)
-    (run / "hyperparams.yaml").write_text("seed: 1\n")
-    (run / "train_log.txt").write_text("epoch: 1\n")
     with pytest.raises(SystemExit) as stop:
-        run_stage(transcribe.main, [str(run), str(tmp_path)])
+        run_stage(transcribe.main, [*argv, "--device", "cpu"])
     assert stop.value.code == 2
-    stderr = capsys.readouterr().err
-    assert stderr.startswith(
-        f"ERROR: {run} is a training run's folder, not an exported model. Export "
-        f"it first: `python export_model.py --from {run} --to {run}_exported`"
-    )
-    assert "Traceback" not in stderr and "damaged" not in stderr
-    exported = tmp_path / "exported"
-    exported.mkdir()
-    for name in ("hyperparams.yaml", "asr.ckpt", "normalizer.ckpt"):
-        (exported / name).write_text("x")
-    with pytest.raises(ExportError, match="incomplete exported model: no tokenizer"):
-        load_exported(exported)
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: ") and "Traceback" not in err
+    return err
+
+
+def test_transcribe_on_a_training_run_gives_the_export_command(
+    experiment, exported, split_items, tmp_path, capsys
+):
+    """Issue 33: a run folder (or its save/, a CKPT+ folder, a model.ckpt) was
+    said to hold a "damaged or cut off" checkpoint; an export missing
+    tokenizer.ckpt only failed each file with "cannot transcribe"."""
+    wav = split_items[0]["wav"]
+    checkpoint = best_checkpoint(os.path.join(experiment, "save")).path
+    for given in (experiment, os.path.join(checkpoint, "model.ckpt")):
+        err = _transcribe_refused(capsys, [given, wav])
+        assert "(train_teacher.py or train_kd.py writes such folders), not an " in err
+        assert "damaged" not in err
+        assert (
+            f"Export it first: python export_model.py --from {experiment} --to "
+            f"{experiment}_exported, then python transcribe.py "
+            f"{experiment}_exported FILE_OR_FOLDER..."
+        ) in err
+    # tools/first_model.py's layout: model/ (the run) beside exported/.
+    first = tmp_path / "first_model"
+    shutil.copytree(experiment, first / "model")
+    export_model(first / "model", first / "exported", check=False)
+    err = _transcribe_refused(capsys, [str(first / "model"), wav])
+    assert f"{first / 'model'} is a training run" in err
+    assert f"An export of this run is at {first / 'exported'}: python " in err
+
+    copy = tmp_path / "copied"
+    shutil.copytree(exported, copy)
+    os.remove(copy / "tokenizer.ckpt")
+    err = _transcribe_refused(capsys, [str(copy), wav])
+    assert f"{copy} is an exported model without tokenizer.ckpt" in err
+    assert f"python export_model.py --from {experiment} --to {copy}" in err
+
+
+def test_an_export_killed_mid_way_is_cleaned_up_by_the_next(experiment, tmp_path):
+    """Issue 33: a killed export left its MODEL_DIR.partial-PID folder behind
+    for good."""
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    target = tmp_path / "tea0"
+    killed = tmp_path / f"tea0.partial-{ended.pid}"
+    killed.mkdir()
+    (killed / "asr.ckpt").write_bytes(b"half a checkpoint")
+    running = tmp_path / f"tea0.partial-{os.getppid()}"  # a live process's
+    running.mkdir()
+    export_model(experiment, target, check=False)
+    assert not killed.exists() and running.is_dir()
+    assert sorted(os.listdir(target)) == sorted(EXPORT_FILES)
+    # Killed between moving the earlier export aside and renaming the new
+    # one: the earlier export is put back, and exported over as usual.
+    os.rename(target, tmp_path / f"tea0.old-{ended.pid}")
+    export_model(experiment, target, check=False)
+    assert sorted(os.listdir(target)) == sorted(EXPORT_FILES)
+    assert sorted(os.listdir(tmp_path)) == ["tea0", running.name]

@@ -650,6 +650,78 @@ def test_transcribe_decodes_a_long_recording_in_chunks(tiny_teachers, tmp_path):
     assert "--chunk_seconds" in run_script(["transcribe.py", "--help"]).stdout
 
 
+def test_speech_segments_leave_silence_and_long_pauses_out():
+    """Energy alone: digital silence and a steady noise floor hold no speech;
+    a pause of a second or more splits the speech, a shorter one does not."""
+    from mtkd_tools.export import (
+        PAUSE_MARGIN_SECONDS,
+        join_transcripts,
+        speech_segments,
+    )
+
+    rate = 16000
+    rng = numpy.random.default_rng(5)
+    assert speech_segments(torch.zeros(60 * rate), rate) == []
+    hiss = torch.tensor(rng.normal(0, 1e-3, 60 * rate), dtype=torch.float32)
+    assert speech_segments(hiss, rate) == []
+    loud = torch.tensor(rng.normal(0, 0.3, 60 * rate), dtype=torch.float32)
+    assert speech_segments(loud, rate) == [(0, 60 * rate)]  # no pause at all
+
+    def burst(seconds):
+        noise = rng.normal(0, 0.1, int(seconds * rate))
+        return torch.tensor(noise, dtype=torch.float32)
+
+    def gap(seconds):
+        return torch.zeros(int(seconds * rate)) + hiss[: int(seconds * rate)]
+
+    # 2 s quiet, 1 s burst, 0.4 s pause, 1 s burst, 5 s pause, 1 s burst, 3 s.
+    parts = [gap(2), burst(1), gap(0.4), burst(1), gap(5), burst(1), gap(3)]
+    wav = torch.cat(parts)
+    margin = int(PAUSE_MARGIN_SECONDS * rate)
+    first, second = speech_segments(wav, rate)
+    assert first == (2 * rate - margin, int(4.4 * rate) + margin)
+    assert second == (int(9.4 * rate) - margin, int(10.4 * rate) + margin)
+    joined = join_transcripts(["sil", "sil a b sil", "", "sil", "sil c"])
+    assert joined == "sil a b sil c"
+
+
+def test_transcribe_is_quick_and_short_on_silence_and_long_pauses(
+    tiny_teachers, tmp_path
+):
+    """Issue 33: 60 s of silence took 51 s and came out as about 3,200
+    tokens (a weak model's attention search never stops there); now it is
+    "sil", searched not at all, and a long recording's long pauses are one
+    sil each, its speech decoded as before."""
+    experiment = os.path.dirname(os.path.dirname(os.path.dirname(tiny_teachers[0])))
+    model = tmp_path / "model"
+    run_script(["export_model.py", "--from", experiment, "--to", str(model)])
+    test = json.load(open(os.path.join(experiment, "test.json")))
+    data_root = _data_root(experiment)
+    wavs = [e["wav"].replace("{data_root}", data_root) for e in test.values()][:3]
+    pieces = [soundfile.read(path, dtype="float32")[0] for path in wavs]
+    silence = numpy.zeros(16000 * 60, "float32")
+    soundfile.write(tmp_path / "silence60.wav", silence, 16000)
+    soundfile.write(tmp_path / "silence5.wav", silence[: 5 * 16000], 16000)
+    pause = numpy.zeros(16000 * 8, "float32")  # between utterances: a sil each
+    talk = numpy.concatenate([pause, pieces[0], pause, pieces[1], pause, pieces[2]])
+    soundfile.write(tmp_path / "talk.wav", talk, 16000)
+    files = [str(tmp_path / n) for n in ("silence60.wav", "silence5.wav", "talk.wav")]
+    proc = run_script(
+        ["transcribe.py", str(model), *files, *wavs, "--json", "--device", "cpu"]
+    )
+    records = {r["path"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    for path in files[:2]:
+        assert (records[path]["phones"], records[path]["chunks"]) == ("sil", 0)
+    # The long recording: its three utterances searched, one piece each, the
+    # pauses a sil each; as many phones as the utterances decoded alone, give
+    # or take a sil at each join and what the margins of silence change.
+    talked = records[files[2]]
+    assert talked["chunks"] == 3
+    alone = sum(len(records[w]["phones"].split()) for w in wavs)
+    assert talked["phones"].startswith("sil ")
+    assert abs(len(talked["phones"].split()) - alone) <= 6 + alone // 5
+
+
 def _data_root(experiment):
     """The corpus folder an experiment was prepared from."""
     with open(os.path.join(experiment, "hyperparams.yaml")) as f:

@@ -234,6 +234,26 @@ def test_summarize_results_finds_runs_below_folders(tmp_path):
     assert bad.returncode == 2 and "no run folder in it" in bad.stderr
 
 
+def test_summarize_results_out_naming_a_file_is_one_error(tmp_path):
+    """Issue 33: --out naming an existing file ended in a FileExistsError
+    traceback after the runs were read."""
+    from conftest import run_script
+
+    make_run(tmp_path / "runs" / "tea0" / "1000", name="tea0")
+    taken = tmp_path / "summary.md"
+    taken.write_text("my notes")
+    proc = run_script(
+        ["summarize_results.py", str(tmp_path / "runs"), "--out", str(taken)],
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(
+        f"ERROR: output_folder {taken} is a file, not a folder: remove or rename "
+        "the file, or give another --output_folder."
+    )
+    assert taken.read_text() == "my notes"
+
+
 def test_table_has_one_row_per_model_with_numbers(tmp_path):
     # Each epoch once (no redone epoch): 30.5 + 31 + 29 + 12 = 102.5 s.
     log = "".join(line for line in TRAIN_LOG.splitlines(True) if "29.50" not in line)

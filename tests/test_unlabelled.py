@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import soundfile
 import speechbrain as sb
 import torch
 from conftest import REPO, run_script
@@ -29,6 +30,7 @@ from mtkd.distill import KDBrain, keep_by_disagreement, mixed_train_manifest
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import StoreError, TeacherStore
 from mtkd.store.format import UNLABELLED, unlabelled_part_files
+from mtkd.store.merge import merge_store
 from mtkd.teachers import TeacherListError
 
 KD_YAML = os.path.join(REPO, "hparams/train_kd.yaml")
@@ -269,6 +271,68 @@ def test_student_without_an_unlabelled_part_is_told_how_to_write_it(
     message = str(err.value)
     assert teacher_store in message and "has no unlabelled part" in message
     assert "save_teachers.py --unlabelled timit_sa" in message
+
+
+def _tones_pool(folder):
+    """A pool of three tones (no speech, nothing of the corpus): another pool
+    than the store's timit_sa."""
+    (folder / "spk1").mkdir(parents=True)
+    for k, hz in enumerate((220, 330, 440)):
+        t = np.arange(16000 + 4000 * k) / 16000
+        tone = (0.1 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        soundfile.write(folder / "spk1" / f"tone{k}.wav", tone, 16000)
+    return str(folder)
+
+
+def test_a_pool_the_store_does_not_hold_is_named_not_called_damage(
+    mini_corpus, unlabelled_store, tmp_path
+):
+    """Issue 33: a student given another pool than the store's unlabelled
+    part was told the store was damaged and to rerun save_teachers.py with
+    --overwrite True, which would have destroyed the other pool's part."""
+    store = unlabelled_store[0]
+    (part,) = unlabelled_part_files(store)
+    pool = _tones_pool(tmp_path / "tones")
+    with pytest.raises(RecipeError) as err:
+        run_kd(mini_corpus, store, tmp_path / "kd", "--pretrain", "False",
+               "--unlabelled", pool, *SMALL_STUDENT)  # fmt: skip
+    message = str(err.value)
+    assert f"The unlabelled part {part} of the teacher store {store} was " in message
+    assert "written for another pool: it holds 12 utterances (" in message
+    assert "h) from --unlabelled timit_sa; this run's pool is 3 utterances" in message
+    assert f"from --unlabelled {pool}, 0 of them in the part" in message
+    assert "The store is not damaged" in message and "is damaged" not in message
+    assert f"--overwrite True on {store}: it would replace" in message
+    assert not os.path.exists(tmp_path / "kd" / "save" / "model_config.json")
+
+
+def test_a_merged_store_file_with_unlabelled_names_its_store_folder(
+    mini_corpus, unlabelled_store, tmp_path
+):
+    """Issue 33: --tea_infer_dir naming the merged .h5 with --unlabelled was
+    told to write an unlabelled part that exists (in the store folder)."""
+    store = unlabelled_store[0]
+    (part,) = unlabelled_part_files(store)
+    merged = str(tmp_path / "merged.h5")
+    merge_store(store, merged, progress=False)
+    with pytest.raises(RecipeError) as err:
+        run_kd(mini_corpus, merged, tmp_path / "kd", "--pretrain", "False",
+               "--unlabelled", "timit_sa", *SMALL_STUDENT)  # fmt: skip
+    message = str(err.value)
+    assert f"--tea_infer_dir {merged} is one store file (a merged store)" in message
+    assert f"made from the store folder {store}, whose unlabelled part {part} " in (
+        message
+    )
+    assert "holds this run's pool (12 utterances (" in message
+    assert message.endswith(f"give --tea_infer_dir {store}.")
+    # Another pool: said so, with the way that keeps the store's part.
+    tones = _tones_pool(tmp_path / "tones")
+    with pytest.raises(RecipeError) as err:
+        run_kd(mini_corpus, merged, tmp_path / "kd2", "--pretrain", "False",
+               "--unlabelled", tones, *SMALL_STUDENT)  # fmt: skip
+    assert f"whose unlabelled part {part} was written for another pool" in str(
+        err.value
+    )
 
 
 def test_unlabelled_alpha_out_of_range_is_refused(mini_corpus, teacher_store, tmp_path):

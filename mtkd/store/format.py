@@ -9,7 +9,11 @@ Everything here is shared by the writer (``mtkd.store.writer``) and the reader
 import glob
 import hashlib
 import json
+import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -18,6 +22,8 @@ import numpy as np
 
 from mtkd import RecipeError
 from mtkd.disk import file_checksum
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "mtkd-teacher-store"
 # 2: a store may also hold one *unlabelled part* (``unlabelled-*.h5``): every
@@ -220,7 +226,10 @@ def partial_part_files(folder):
 
 
 def read_part_header(path):
-    """(meta dict, teacher indices list) of a complete part file."""
+    """(meta dict, teacher indices list) of a complete part file (one without
+    a checksum file is read in full in another process first:
+    ``check_part_without_checksum``)."""
+    check_part_without_checksum(path)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT_NAME or not f.attrs.get("complete"):
@@ -241,6 +250,92 @@ def read_part_header(path):
     for key in RETIRED_SETTINGS:
         meta["settings"].pop(key, None)
     return meta, indices
+
+
+# A part written before checksum files existed has no sidecar to tell its
+# damage; HDF5 may crash the process that reads a damaged one (glibc "double
+# free or corruption", exit status 134, no message) or never return. So such
+# a part is read in full in a child process first, which only h5py loads,
+# and its distributions are checked to be probabilities (damage in bytes
+# that HDF5 reads without complaint).
+_READ_EVERY_DATASET = """
+import sys, h5py, numpy
+
+def read(name, obj):
+    if isinstance(obj, h5py.Dataset):
+        rows = obj.shape[0] if obj.shape else 0
+        if not rows:
+            obj[()]
+        for start in range(0, rows, 1 << 18):
+            block = obj[start : start + (1 << 18)]
+            if name.endswith("att_dist") and not (
+                numpy.isfinite(block).all() and 0 <= block.min() <= block.max() <= 1.001
+            ):
+                last = start + len(block) - 1
+                sys.exit(f"{name} rows {start} to {last} hold values that are no "
+                         "probabilities: NaN, infinite, negative or above 1")
+    for key in obj.attrs:
+        obj.attrs[key]
+
+with h5py.File(sys.argv[1], "r") as part:
+    for key in part.attrs:
+        part.attrs[key]
+    part.visititems(read)
+"""
+# Seconds a full read may take: a minute, plus 10 s per 100 MB.
+_FULL_READ_SECONDS = (60.0, 10.0 / 100e6)
+_READ_IN_FULL = set()  # (path, size, mtime) read in full by this process
+
+
+def check_part_without_checksum(path):
+    """Reads a part that has no checksum file in full, in a child process, so
+    that damage inside it is a StoreError here rather than a crash later
+    (once per process and file). Nothing is written: a reader leaves the
+    store as it is; the warning gives the ``sha256sum`` command that writes
+    the checksum file. Parts with a checksum file are left to
+    ``verify_part_checksum``."""
+    if os.path.exists(path + CHECKSUM_SUFFIX) or not os.path.isfile(path):
+        return
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key in _READ_IN_FULL:
+        return
+    base, per_byte = _FULL_READ_SECONDS
+    limit = base + per_byte * stat.st_size
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _READ_EVERY_DATASET, path],
+            capture_output=True, text=True, timeout=limit,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        how = f"reading it did not end in {limit:.0f} s"
+        raise _unreadable_old_part(path, how) from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else "no message"
+        if done.returncode < 0:
+            name = signal.Signals(-done.returncode).name
+            how = f"the process reading it was killed by {name} ({last})"
+        else:
+            how = f"reading it failed ({last})"
+        raise _unreadable_old_part(path, how)
+    _READ_IN_FULL.add(key)
+    folder, name = os.path.split(os.path.abspath(path))
+    logger.warning(
+        "%s has no checksum file (written before checksums existed): it was read "
+        "in full without a fault. This is done each time the store is opened; "
+        "to check it by its checksum instead, write the file once: cd %s && "
+        "sha256sum %s > %s%s",
+        path, folder, name, name, CHECKSUM_SUFFIX,
+    )  # fmt: skip
+
+
+def _unreadable_old_part(path, how):
+    return StoreError(
+        f"{path} has no checksum file (it was written before checksums existed) "
+        f"and cannot be read in full: {how}. The file is damaged: write this part "
+        "again with save_teachers.py (--overwrite True), or restore it."
+    )
 
 
 # What h5py and json raise on a part file whose bytes are damaged.

@@ -294,6 +294,19 @@ class TeacherStore:
             )
         return part[name][part["row"]]
 
+    @property
+    def unlabelled_part(self):
+        """Path of the unlabelled part file, or None."""
+        if not self.has_unlabelled:
+            return None
+        return self.files[self._split_files[UNLABELLED][0][0]]
+
+    def split_info(self, split):
+        """What the store recorded of a split's manifest: ``fingerprint``,
+        ``n_utt``, ``hours``, and for the unlabelled split the ``source`` it
+        was written from (parts written since issue 33)."""
+        return dict(self._split_meta[split])
+
     def pseudo_reference(self, utt_id):
         """The unlabelled utterance's consensus: [L] int64 label ids, the
         greedy CTC hypothesis of the teacher ``consensus_teacher`` names (the

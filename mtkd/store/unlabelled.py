@@ -66,6 +66,7 @@ def write_unlabelled_part(
     overwrite=False,
     autocast=contextlib.nullcontext,
     progress=True,
+    source=None,
 ):
     """Writes the store's unlabelled part unless a matching one is complete.
 
@@ -76,11 +77,15 @@ def write_unlabelled_part(
     loader : DataLoader of that manifest giving ``id`` and ``sig``.
     load_teacher : callable, list index k -> Teacher.
     overwrite : bool, replace a complete part made differently.
+    source : str, the ``--unlabelled`` it was made from (recorded in the
+        part's split info, so that a student given another pool is told).
 
     Returns the part's path.
     """
     options = StoreOptions(temperature, att_dist_dtype, compression)
     splits = {UNLABELLED: manifest_info(manifest)}
+    if source is not None:
+        splits[UNLABELLED]["source"] = str(source)
     first = teacher_files[0]
     settings = store_settings(first.labels, first.special_indices, options, splits)
     everyone = list(range(len(teacher_files)))
