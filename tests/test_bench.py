@@ -232,3 +232,36 @@ def test_run_all_cli_writes_files(tmp_path, monkeypatch, capsys):
     assert "prepare_timit s, ldc layout, 180 utterances" in md_path.read_text()
     assert "| prepare_speed |" in capsys.readouterr().out
     assert not (tmp_path / "work").exists()  # nothing to make for this one
+
+
+def test_corpus_speed_times_each_synthesiser_side_by_side(tmp_path):
+    """A toy corpus (3 speakers, 3 utterances each) per synthesiser, twice,
+    in alternating order; Flite only where it is installed (else eSpeak NG
+    alone, and an unknown synthesiser is an error either way)."""
+    import corpus_speed
+
+    from tools.mini_timit import MiniTimitError
+    from tools.mini_timit.flite import flite_missing
+
+    synthesisers = ("espeak",) if flite_missing() else ("espeak", "flite")
+    result = corpus_speed.run(
+        synthesisers, repeats=2, preset="tiny", train_speakers=1, dev_speakers=1,
+        test_speakers=1, sx_per_speaker=1, si_per_speaker=0,
+    )  # fmt: skip
+    assert result["order"] == [list(synthesisers), list(synthesisers)[::-1]]
+    for synthesiser in synthesisers:
+        runs = result["runs"][synthesiser]
+        assert len(runs) == 2 and all(r["utterances"] == 3 * 3 for r in runs)
+        median = result["median"][synthesiser]
+        assert min(r["wall_s"] for r in runs) <= median["wall_s"]
+        assert median["wall_s"] <= max(r["wall_s"] for r in runs)
+        assert median["s_per_audio_min"] > 0
+    assert result["median"]["espeak"]["vs_espeak"] == 1.0
+    assert result["median"]["espeak"]["cpu_vs_espeak"] == 1.0
+    for synthesiser in synthesisers:
+        for ratios in result["vs_espeak_per_repeat"][synthesiser].values():
+            assert len(ratios) == 2 and all(r > 0 for r in ratios)
+        assert all(r["cpu_s"] > 0 for r in result["runs"][synthesiser])
+    assert result["machine"]["cores"] == os.cpu_count()
+    with pytest.raises(MiniTimitError, match="synthesisers \\['festival'\\]"):
+        corpus_speed.run(("festival",), repeats=1)

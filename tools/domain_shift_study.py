@@ -538,6 +538,7 @@ def summarize(args, jobs, say):
         }
     consensus, payload["consensus"] = _consensus_sentence(out, args.labelled, new)
     done, total = sum(job.is_done() for job in jobs), len(jobs)
+    table = _table(all_groups["test"], all_groups["home_test"], new, args.labelled)
     lines = [
         "# Distillation across a domain shift: results",
         "",
@@ -547,9 +548,11 @@ def summarize(args, jobs, say):
         f"{args.seeds}; teacher epochs {args.teacher_epochs}, student epochs "
         f"{args.student_epochs}.",
         "",
-        _table(all_groups["test"], all_groups["home_test"], new, args.labelled),
+        table,
         "",
     ]
+    if args.quick:
+        lines[2:2] = [run_demo.SMOKE_RUN_NOTE, ""]
     if consensus:
         lines += [f"- {consensus}"]
     for family, home, sentences, _ in sections:
@@ -572,7 +575,7 @@ def summarize(args, jobs, say):
             os.path.join(folder, f"utterances-test-{args.labelled}.json"),
             utterance_files["home_test"],
         )
-    say("\n".join(lines[4:]))
+    say("\n".join(lines[lines.index(table) :]))
 
 
 def study_command(args):

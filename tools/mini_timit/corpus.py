@@ -110,8 +110,9 @@ SYNTHESISERS = {
 VOICE_FAMILIES = ("espeak", "flite")  # a speaker's synthesiser
 DEFAULT_FLITE_VOICES = tuple(sorted(flite.FLITE_VOICES))
 # numpy streams of the synthesiser choice (which speaker of a split is spoken
-# by Flite), a Flite speaker's voice, rate and pitch, and its utterances'
-# rates; the corpus's other streams are 0-3, the pool's 10-13.
+# by Flite, and the first voice of each split), a Flite speaker's rate and
+# pitch, and its utterances' rates; the corpus's other streams are 0-3, the
+# pool's 10-13.
 _CORPUS_VOICE_STREAMS = (4, 5, 6)
 # A Flite speaker's duration stretch and mean pitch (Hz, for the voices that
 # follow it), and each utterance's stretch relative to its speaker's.
@@ -342,17 +343,18 @@ def _assign_voices(speakers, seed, synthesiser, flite_voices, streams):
     random within a sex, take eSpeak NG and Flite in turn, so that every
     split with two speakers or more has both and each sex is split half and
     half. A Flite speaker gets a voice of its sex (slt for women; awb, kal16
-    or rms for men; any of ``flite_voices`` when none is of its sex), a
-    duration stretch and, where the voice follows it, a mean pitch; each
-    utterance a stretch around its speaker's. ``streams``: the numpy streams
-    of the choice, the voices and the utterances."""
+    and rms in turn for men, within each split; any of ``flite_voices`` when
+    none is of its sex), a duration stretch and, where the voice follows it,
+    a mean pitch; each utterance a stretch around its speaker's.
+    ``streams``: the numpy streams of the choice (and the first voice of
+    each split), the speakers' rate and pitch, and the utterances."""
     if synthesiser == "espeak":
         return speakers
     choice_stream, voice_stream, utterance_stream = streams
+    rng = np.random.default_rng([seed, choice_stream])
     if synthesiser == "flite":
         chosen = set(range(len(speakers)))
     else:
-        rng = np.random.default_rng([seed, choice_stream])
         chosen = set()
         for role in dict.fromkeys(s.role for s in speakers):
             order = []
@@ -362,13 +364,23 @@ def _assign_voices(speakers, seed, synthesiser, flite_voices, streams):
                 ]
                 order += [members[j] for j in rng.permutation(len(members))]
             chosen |= set(order[1::2])
+    # The voices of a sex in turn within each split, from a random first one,
+    # so that no voice is missing from a split where another appears twice.
+    voice_of = {}
+    groups = {}
+    for i in sorted(chosen):
+        groups.setdefault((speakers[i].role, speakers[i].sex), []).append(i)
+    for (_, sex), members in groups.items():
+        voices = [v for v in flite_voices if flite.FLITE_VOICES[v] == sex]
+        voices = voices or list(flite_voices)
+        first = int(rng.integers(len(voices)))
+        for k, i in enumerate(members):
+            voice_of[i] = voices[(first + k) % len(voices)]
     for i in sorted(chosen):
         spk = speakers[i]
         rng = np.random.default_rng([seed, voice_stream, i])
-        voices = [v for v in flite_voices if flite.FLITE_VOICES[v] == spk.sex]
-        voices = voices or list(flite_voices)
         spk.synthesiser = "flite"
-        spk.flite_voice = voices[int(rng.integers(len(voices)))]
+        spk.flite_voice = voice_of[i]
         spk.stretch = round(float(rng.uniform(*_FLITE_STRETCH)), 4)
         f0 = round(float(rng.uniform(*_FLITE_F0[spk.sex])), 1)
         spk.f0 = f0 if spk.flite_voice in flite.F0_VOICES else None
