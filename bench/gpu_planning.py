@@ -21,7 +21,7 @@ not depend on the content), the recipe's augmentation on.
   (``hparams/train_kd.yaml``: tea0's architecture) and N = 10 synthetic
   teachers: the KD step over the supervised step, per strategy;
 - ``save_throughput``: ``save_teachers.py --unlabelled`` with the paper-size
-  teacher over the corpus and its pool (``bench/unlabelled_cost.py``'s
+  teacher over the corpus and its SA1/SA2 sentences (``bench/unlabelled_cost.py``'s
   ``one_run``): audio seconds per second per teacher, labelled and unlabelled
   parts (the teacher is barely trained: its consensus hypotheses, which the
   unlabelled part is teacher-forced on, may be shorter than a trained one's);
@@ -188,6 +188,8 @@ def timit_like_batches(folder, hp, n_batches, seed=0):
 
 def load_tea0(ctx):
     """tea0's hyperparameters (paper size; --tiny: TINY_SIZES), objects built."""
+    # Its --data_folder must exist: the batches are written there.
+    os.makedirs(planning_folder(ctx, "batches"), exist_ok=True)
     argv = [
         os.path.join(kd_step.REPO, TEACHER_FILE),
         "--data_folder", planning_folder(ctx, "batches"),
@@ -339,10 +341,10 @@ def step_time(ctx, deadline):
 def kd_ratio(ctx, deadline):
     """bench/kd_step.py at N = 10 on the device, paper-size student."""
     steps = ctx.figures("planning.step_time")  # a failed fp16 leaves fp32's
-    sizes = steps["sizes"]
-    step_s = steps["precisions"]["fp32"].get("step_s_median")
+    step_s = steps.get("precisions", {}).get("fp32", {}).get("step_s_median")
     if step_s is None:
-        raise CheckSkipped("planning.step_time timed no fp32 step")
+        raise CheckSkipped("needs an fp32 step timed by planning.step_time")
+    sizes = steps["sizes"]
     options = dict(KD_STEP[size(ctx)])
     configs = len(options["strategies"])
     steps = configs * 2 * (options["warmup"] + options["rounds"] * options["steps"])
@@ -399,7 +401,7 @@ def save_throughput(ctx, deadline):
         run = unlabelled_cost.one_run(
             corpus["data_folder"],
             teacher["teacher_list"],
-            corpus["pool_folder"],
+            corpus["unlabelled"],
             ctx.device,
         )
     finally:
@@ -486,6 +488,8 @@ def project(step_s, valid_batch_s, kd_ratio, labelled_audio_s_per_s,
 def projection(ctx, deadline):
     """The recipe's wall time on TIMIT and on a 100-hour pool, projected."""
     steps = ctx.figures("planning.step_time")
+    if not steps.get("precisions"):
+        raise CheckSkipped("needs the step times of planning.step_time")
     notes = []
     kd = ctx.result("planning.kd_step")
     save = ctx.result("planning.save_throughput")

@@ -370,6 +370,8 @@ def size_overrides(options):
 
 
 def load_student_hparams(workdir, options):
+    # The stage checks that its inputs exist: the stores are written into it.
+    os.makedirs(os.path.join(workdir, "stores"), exist_ok=True)
     argv = [
         HPARAMS_FILE,
         "--data_folder", workdir,
