@@ -11,8 +11,10 @@ command still running then is stopped):
 
 - ``preflight``: ``mtkd.cluster.preflight`` on this device in fp32, bf16 and
   fp16 (on the CPU fp16 must be refused);
-- ``inputs``: the quick demo's tiny mini corpus with its pool of unlabelled
-  audio, and tea0 trained one epoch at paper size (``bench/gpu_planning.py``);
+- ``inputs``: the quick demo's tiny mini corpus (or ``--data_folder``, a mini
+  corpus made by ``tools/make_mini_timit.py``), whose SA1/SA2 sentences are
+  the unlabelled audio, and tea0 trained one epoch at paper size
+  (``bench/gpu_planning.py``);
 - ``stages``: ``run_demo.py --quick`` and ``--quick --unlabelled`` on the
   device, ``export_model.py`` and ``transcribe.py`` (``bench/gpu_stages.py``);
 - ``mixed_precision``: teachers and students trained in bf16 and fp16, the
@@ -75,15 +77,16 @@ from gpu_budget import (  # noqa: E402
 from run_all import machine as cpu_machine  # noqa: E402
 
 from mtkd import RecipeError, cluster  # noqa: E402
-from run_demo import POOL_SPEAKERS, QUICK  # noqa: E402
+from run_demo import QUICK  # noqa: E402
 from tools.mini_timit import make_mini_timit  # noqa: E402
-from tools.mini_timit.pool import make_mini_pool  # noqa: E402
+from unlabelled_prepare import TIMIT_SA  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(REPO, "results", "gpu_check")
 JSON_FILE = "gpu_check.json"
 MARKDOWN_FILE = "RESULTS.md"
 PRECISIONS = ("fp32", "bf16", "fp16")
 CORPUS_SEED = 1234  # run_demo.py's --corpus_seed
+MINI_TIMIT_FILE = "MINI_TIMIT.json"  # what tools/mini_timit writes in a corpus
 # OMP_NUM_THREADS of the commands run on a GPU machine (a few run at once;
 # run_demo.py sets its own runs').
 COMMAND_THREADS = 2
@@ -144,20 +147,22 @@ def preflight(ctx, deadline):
 
 
 def corpus(ctx, deadline):
-    """The quick demo's tiny mini corpus and its pool (as run_demo.py makes them)."""
-    folder = os.path.join(ctx.out, "inputs", "TIMIT")
-    make_mini_timit(folder, seed=CORPUS_SEED, preset=QUICK["preset"])
-    pool = make_mini_pool(folder, POOL_SPEAKERS[QUICK["preset"]])
-    with open(os.path.join(folder, "MINI_TIMIT.json"), encoding="utf-8") as f:
+    """The mini corpus the checks train on: ``--data_folder`` if given, else
+    the quick demo's tiny corpus, made as run_demo.py makes it. Its unlabelled
+    audio is TIMIT's SA1/SA2 sentences of the training speakers (timit_sa)."""
+    folder = ctx.data_folder or os.path.join(ctx.out, "inputs", "TIMIT")
+    if ctx.data_folder is None:
+        make_mini_timit(folder, seed=CORPUS_SEED, preset=QUICK["preset"])
+    with open(os.path.join(folder, MINI_TIMIT_FILE), encoding="utf-8") as f:
         splits = json.load(f)["summary"]["splits"]
     train = splits["train"]["utterances"]
     batch = gpu_planning.RECIPE["batch_size"]
     return {
         "data_folder": folder,
-        "pool_folder": pool["folder"],
+        "made": ctx.data_folder is None,
+        "unlabelled": TIMIT_SA,
         "utterances": {s: v["utterances"] for s, v in splits.items()},
         "audio_s": {s: v["seconds"] for s, v in splits.items()},
-        "pool_utterances": pool["utterances"],
         "train_batches": -(-train // batch),
     }
 
@@ -212,8 +217,9 @@ class CheckContext:
     """What a check gets: the device, the mode, where to write, the log, and
     the results of the checks before it (see bench/gpu_stages.py)."""
 
-    def __init__(self, device, tiny, out, report):
+    def __init__(self, device, tiny, out, report, data_folder=None):
         self.device, self.tiny, self.out, self.report = device, tiny, out, report
+        self.data_folder = data_folder  # a mini corpus given (--data_folder)
         # Intra-op threads of each command run: several run at once.
         self.threads = 1 if tiny else COMMAND_THREADS
 
@@ -565,6 +571,11 @@ def parse_args(argv):
     )  # fmt: skip
     parser.add_argument("--output_folder", default=DEFAULT_OUTPUT)
     parser.add_argument(
+        "--data_folder",
+        help="a mini corpus made by tools/make_mini_timit.py to train on "
+        "(default: the quick demo's tiny one, made in the output folder)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true",
         help="remove an earlier check in --output_folder first",
     )  # fmt: skip
@@ -578,6 +589,19 @@ def parse_args(argv):
         help="leave out a part or a check (part.check); repeatable",
     )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def check_data_folder(folder):
+    """--data_folder, absolute, if it is a mini corpus (None if not given)."""
+    if folder is None:
+        return None
+    if not os.path.isfile(os.path.join(folder, MINI_TIMIT_FILE)):
+        raise RecipeError(
+            f"--data_folder {folder}: not a mini corpus (no {MINI_TIMIT_FILE}). "
+            "The check trains a fixed number of epochs on it: give a corpus "
+            "made by tools/make_mini_timit.py, or leave the option out."
+        )
+    return os.path.abspath(folder)
 
 
 def prepare_output(folder, overwrite):
@@ -613,6 +637,7 @@ def main(argv=None):
         raise RecipeError(
             f"--skip {' '.join(unknown)}: not a part ({', '.join(PARTS)}) or a check."
         )
+    data_folder = check_data_folder(args.data_folder)
     cluster.check_device(args.device)  # no usable GPU: stop now, with the fix
     out = os.path.abspath(args.output_folder)
     prepare_output(out, args.overwrite)
@@ -637,7 +662,7 @@ def main(argv=None):
     }
     report = Report(out, header)
     report.say(f"gpu_check on {args.device} ({mode}); output {out}")
-    ctx = CheckContext(args.device, args.tiny, out, report)
+    ctx = CheckContext(args.device, args.tiny, out, report, data_folder)
     runner = Runner(ctx, budgets, args.skip, Deadline.after(budgets["total"]))
     try:
         runner.run_phases()

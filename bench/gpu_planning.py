@@ -21,7 +21,7 @@ not depend on the content), the recipe's augmentation on.
   (``hparams/train_kd.yaml``: tea0's architecture) and N = 10 synthetic
   teachers: the KD step over the supervised step, per strategy;
 - ``save_throughput``: ``save_teachers.py --unlabelled`` with the paper-size
-  teacher over the corpus and its pool (``bench/unlabelled_cost.py``'s
+  teacher over the corpus and its SA1/SA2 sentences (``bench/unlabelled_cost.py``'s
   ``one_run``): audio seconds per second per teacher, labelled and unlabelled
   parts (the teacher is barely trained: its consensus hypotheses, which the
   unlabelled part is teacher-forced on, may be shorter than a trained one's);
@@ -401,7 +401,7 @@ def save_throughput(ctx, deadline):
         run = unlabelled_cost.one_run(
             corpus["data_folder"],
             teacher["teacher_list"],
-            corpus["pool_folder"],
+            corpus["unlabelled"],
             ctx.device,
         )
     finally:

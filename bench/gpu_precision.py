@@ -2,7 +2,8 @@
 
 Each function is one check, ``check(ctx, deadline) -> figures`` (see
 ``bench/gpu_stages.py`` for ``ctx``), run one after the other on the check's
-mini corpus (``inputs.corpus``: the quick demo's tiny corpus and its pool):
+mini corpus (``inputs.corpus``: the quick demo's tiny corpus; its SA1/SA2
+sentences are the unlabelled audio):
 
 - ``teachers``: ``train_teacher.py`` (tea0 at the demo's CPU size, width 96;
   ``--tiny``: the quick demo's width 24) in bf16 and in fp16 side by side, with
@@ -292,7 +293,7 @@ def store(ctx, deadline):
             "--data_folder", corpus["data_folder"], "--tea_models_dir", list_file,
             "--output_folder", precision_folder(ctx, f"store_{p}"),
             "--device", ctx.device, "--precision", p, "--noprogressbar",
-            "--unlabelled", corpus["pool_folder"],
+            "--unlabelled", corpus["unlabelled"],
         ]  # fmt: skip
         commands[p] = Command(argv, ctx.log_file(f"store_{p}"), threads=ctx.threads)
     results = run_commands(commands.values(), deadline)

@@ -7,13 +7,15 @@ output folder), ``log_file(name)``, ``say(text)`` and ``need(check)`` (the
 figures of an earlier check that passed).
 
 - ``demo_quick`` / ``demo_unlabelled``: ``run_demo.py --quick`` and ``--quick
-  --unlabelled`` on the device, exactly as users run them (teachers, the store
-  and its unlabelled part, a student per strategy, the self-training student,
-  the results table); the figures are each model's test PER and wall time from
-  the demo's ``results.json``;
+  --unlabelled`` on the device, as users run them (teachers, the store and its
+  unlabelled part, a student per strategy, the self-training student, the
+  results table); the quick demo on the check's corpus (``--data_folder``, the
+  same tiny corpus it would make), the unlabelled one on the corpus and pool
+  it makes; the figures are each model's test PER and wall time from the
+  demo's ``results.json``;
 - ``export`` and ``transcribe``: ``export_model.py`` on the quick demo's
-  distilled student, then ``transcribe.py`` on the demo corpus's test folder
-  on the device;
+  distilled student, then ``transcribe.py`` on the corpus's test folder on the
+  device;
 - ``cuda_tests``: the tests that need a CUDA GPU (``tests/test_cuda.py``) and,
   on a GPU, the preflight tests with faked capabilities
   (``tests/test_preflight.py``), through pytest; the figures are pytest's
@@ -52,6 +54,10 @@ def demo_argv(ctx, name):
     """The run_demo.py command line of demo ``name`` (a key of DEMOS)."""
     argv = ["run_demo.py", *DEMOS[name], "--device", ctx.device]
     argv += ["--output_folder", demo_folder(ctx, name)]
+    if "--unlabelled" not in DEMOS[name]:
+        # The check's corpus (the same as the quick demo's: made once); the
+        # unlabelled demo makes its own with its pool, as users run it.
+        argv += ["--data_folder", ctx.need("inputs.corpus")["data_folder"]]
     if ctx.tiny:
         argv += TINY_DEMO
     elif ctx.device.startswith("cuda"):
@@ -152,7 +158,7 @@ def audio_files(folder):
 def transcribe(ctx, deadline):
     """transcribe.py with the exported student over the demo's test folder."""
     model = ctx.need("stages.export")["model_folder"]
-    test = os.path.join(ctx.need("stages.demo_quick")["output_folder"], "TIMIT", "TEST")
+    test = os.path.join(ctx.need("inputs.corpus")["data_folder"], "TEST")
     argv = ["transcribe.py", model, test, "--device", ctx.device, "--json"]
     log = ctx.log_file("transcribe")
     result = run_command(argv, log, deadline, threads=ctx.threads)

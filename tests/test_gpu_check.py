@@ -28,8 +28,9 @@ from mtkd_tools.export import EXPORT_FILES  # noqa: E402
 # The one check the test leaves out, through its budget: the skip path.
 BUDGET_SKIPPED = "stages.demo_unlabelled"
 STORE_CHECK = "mixed_precision.store"
-# The tiny mini corpus: 48/16/16 utterances, a pool of 48, 40 files in TEST.
-UTTERANCES = {"train": 48, "valid": 16, "test": 16, "unlabelled": 48}
+# The tiny mini corpus: 48/16/16 utterances, 12 SA1/SA2 sentences of its 6
+# training speakers (the unlabelled audio), 40 files in TEST.
+UTTERANCES = {"train": 48, "valid": 16, "test": 16, "unlabelled": 12}
 TEST_FOLDER_FILES = 40
 CUDA_TESTS = 6  # tests/test_cuda.py, fp32/bf16/fp16 teachers counted apart
 
@@ -39,13 +40,15 @@ def finite(value):
 
 
 @pytest.fixture(scope="module")
-def tiny_check(tmp_path_factory):
-    """One tiny check run, as a user runs it; (folder, stdout, JSON)."""
+def tiny_check(mini_corpus, tmp_path_factory):
+    """One tiny check run, as a user runs it, on the session's mini corpus
+    (making one costs more than the rest); (folder, stdout, JSON)."""
     out = tmp_path_factory.mktemp("gpu_check") / "check"
     proc = run_script(
         [
             "bench/gpu_check.py", "--device", "cpu", "--tiny",
             "--output_folder", str(out), "--budget", f"{BUDGET_SKIPPED}=0",
+            "--data_folder", mini_corpus,
         ],
         timeout=3600,
         check=False,
@@ -128,8 +131,12 @@ def test_fp16_is_skipped_on_the_cpu_with_a_note(tiny_check):
 @pytest.mark.slow  # the whole tiny check (minutes): .ci/run's slow step
 def test_stages_ran_on_the_device_and_recorded_their_figures(tiny_check):
     _, _, data = tiny_check
+    corpus = figures(data, "inputs.corpus")
+    assert corpus["made"] is False and corpus["unlabelled"] == "timit_sa"
+    assert corpus["train_batches"] == 6
     demo = figures(data, "stages.demo_quick")
     assert "--device cpu" in demo["command"] and "--quick" in demo["command"]
+    assert f"--data_folder {corpus['data_folder']}" in demo["command"]
     assert sorted(demo["models"]) == ["student-baseline", "student-best", "tea0"]
     for model in demo["models"].values():
         assert finite(model["test_PER_percent"]) and model["parameters"] > 0
@@ -295,6 +302,8 @@ def test_the_check_refuses_what_it_cannot_do(tmp_path):
     (earlier / gpu_check.JSON_FILE).write_text("{}")
     with pytest.raises(RecipeError, match="holds an earlier check .* --overwrite"):
         gpu_check.main(["--device", "cpu", "--tiny", "--output_folder", str(earlier)])
+    with pytest.raises(RecipeError, match="not a mini corpus .*make_mini_timit"):
+        gpu_check.main(["--device", "cpu", "--tiny", "--data_folder", str(tmp_path)])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(RecipeError, match="not empty and holds no gpu_check.json"):
