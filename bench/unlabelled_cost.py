@@ -16,6 +16,17 @@ of the same kind (the mini corpus's pool is synthesised as its training
 speakers are), so a ratio near 1 means the consensus costs nothing extra.
 
 Writes ``--out`` (JSON): every run's times and hours, and the medians.
+
+``--scores`` (issue 32) measures instead what the leave-one-out teacher
+scores and the per-utterance disagreement add to the unlabelled path. The
+labelled parts are written once (timed), then each repeat writes the
+unlabelled part twice, side by side in alternating order: as shipped, and
+with ``unlabelled_scores`` replaced by a stub that computes nothing (the
+path before issue 32: the medoid and the PERs against it). Figures, medians
+over repeats: the unlabelled path's time with / without the scores, and the
+whole ``save_teachers.py --unlabelled`` run's time per audio hour with /
+without them (the labelled parts + the unlabelled part; goal: at most
+1.05). Default ``--out``: ``bench/unlabelled_scores_cost.json``.
 """
 
 import argparse
@@ -28,13 +39,16 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+import mtkd.teachers  # noqa: E402
 import save_teachers  # noqa: E402
+from mtkd.store.format import unlabelled_part_files  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -93,6 +107,113 @@ def one_run(data_folder, teachers, unlabelled, device):
     }
 
 
+@contextlib.contextmanager
+def without_scores():
+    """``consensus_targets`` without the leave-one-out scores and the
+    disagreement: ``unlabelled_scores`` replaced by a stub returning arrays
+    of the right shapes (NaN scores) and computing nothing."""
+    original = mtkd.teachers.unlabelled_scores
+
+    def stub(distances, hyps, att_hyps, chosen, priority=None):
+        b, n = len(hyps), len(hyps[0])
+        nan = np.full((b, n), np.nan, dtype=np.float32)
+        return {
+            "loo_teacher": np.full((b, n), -1, dtype=np.int32),
+            "loo_ctc_per": nan,
+            "loo_att_per": nan.copy(),
+            "disagreement": np.full(b, np.nan, dtype=np.float32),
+        }
+
+    mtkd.teachers.unlabelled_scores = stub
+    try:
+        yield
+    finally:
+        mtkd.teachers.unlabelled_scores = original
+
+
+def scores_runs(data_folder, teachers, unlabelled, device, repeats):
+    """``--scores``: the labelled parts once (timed: the rest of a
+    ``save_teachers.py --unlabelled`` run), then per repeat the unlabelled
+    part with and without the scores, in alternating order."""
+    out = tempfile.mkdtemp(prefix="unlabelled_scores_cost_")
+    argv = [
+        os.path.join(REPO, "hparams/save_teachers.yaml"), "--data_folder",
+        data_folder, "--tea_models_dir", teachers, "--output_folder", out,
+        "--device", device, "--noprogressbar",
+    ]  # fmt: skip
+    labelled, runs = {}, []
+    try:
+        with timed(save_teachers, "write_store", labelled):
+            save_teachers.main(argv)
+        for r in range(repeats):
+            order = ("with", "without") if r % 2 == 0 else ("without", "with")
+            seconds = {}
+            for variant in order:
+                for part in unlabelled_part_files(os.path.join(out, "store")):
+                    os.remove(part)
+                times = {}
+                stub = without_scores() if variant == "without" else None
+                with stub or contextlib.nullcontext():
+                    with timed(save_teachers, "write_unlabelled_part", times):
+                        save_teachers.main([*argv, "--unlabelled", unlabelled])
+                seconds[variant] = times["write_unlabelled_part"]
+            runs.append({"order": list(order), **seconds})
+        labelled_h = sum(hours(os.path.join(out, f"{s}.json")) for s in
+                         ("train", "valid", "test"))  # fmt: skip
+        unlabelled_h = hours(os.path.join(out, "unlabelled.json"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    total_h = labelled_h + unlabelled_h
+    for run in runs:
+        with_s, without_s = run.pop("with"), run.pop("without")
+        run.update(
+            unlabelled_s_with_scores=with_s,
+            unlabelled_s_without_scores=without_s,
+            unlabelled_ratio=with_s / without_s,
+            whole_s_per_hour_with_scores=(labelled["write_store"] + with_s) / total_h,
+            whole_s_per_hour_without_scores=(labelled["write_store"] + without_s)
+            / total_h,
+        )
+        run["whole_ratio"] = (
+            run["whole_s_per_hour_with_scores"] / run["whole_s_per_hour_without_scores"]
+        )
+    setting = {
+        "labelled_s": labelled["write_store"],
+        "labelled_hours": labelled_h,
+        "unlabelled_hours": unlabelled_h,
+    }
+    return setting, runs
+
+
+def main_scores(args):
+    """``--scores``: the repeats, their medians, the JSON file."""
+    setting, runs = scores_runs(
+        args.data_folder, args.teachers, args.unlabelled, args.device, args.repeats
+    )
+    keys = ("unlabelled_s_with_scores", "unlabelled_s_without_scores",
+            "unlabelled_ratio", "whole_s_per_hour_with_scores",
+            "whole_s_per_hour_without_scores", "whole_ratio")  # fmt: skip
+    result = {
+        "command": " ".join(["python", "bench/unlabelled_cost.py", *sys.argv[1:]]),
+        "threads": args.threads,
+        "teachers": args.teachers,
+        **setting,
+        "runs": runs,
+        "median": {key: statistics.median(r[key] for r in runs) for key in keys},
+    }
+    with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    m = result["median"]
+    print(
+        f"unlabelled part {m['unlabelled_s_without_scores']:.1f} s without the "
+        f"scores, {m['unlabelled_s_with_scores']:.1f} s with them: ratio "
+        f"{m['unlabelled_ratio']:.3f}; the whole save_teachers.py --unlabelled "
+        f"run per audio hour: ratio {m['whole_ratio']:.3f} (medians of "
+        f"{len(runs)})"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_folder", required=True)
@@ -102,10 +223,18 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--out", default=os.path.join(REPO, "bench/unlabelled_cost.json")
-    )
+        "--scores", action="store_true",
+        help="what the leave-one-out scores and the disagreement add (issue 32)",
+    )  # fmt: skip
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.out is None:
+        name = "unlabelled_scores_cost.json" if args.scores else "unlabelled_cost.json"
+        args.out = os.path.join(REPO, "bench", name)
+    if args.scores:
+        main_scores(args)
+        return
     runs = [
         one_run(args.data_folder, args.teachers, args.unlabelled, args.device)
         for _ in range(args.repeats)
