@@ -26,7 +26,12 @@ path before issue 32: the medoid and the PERs against it). Figures, medians
 over repeats: the unlabelled path's time with / without the scores, and the
 whole ``save_teachers.py --unlabelled`` run's time per audio hour with /
 without them (the labelled parts + the unlabelled part; goal: at most
-1.05). Default ``--out``: ``bench/unlabelled_scores_cost.json``.
+1.05), each on two clocks: wall time, and this process's CPU time, which
+other jobs on a shared machine change far less (one torch thread, data
+loaded in the process). Also the time spent inside ``unlabelled_scores``
+itself in the runs with the scores, as a share of the unlabelled part and of
+the whole run without them: the difference the ratios estimate, measured
+directly. Default ``--out``: ``bench/unlabelled_scores_cost.json``.
 """
 
 import argparse
@@ -53,15 +58,18 @@ from mtkd.store.format import unlabelled_part_files  # noqa: E402
 
 @contextlib.contextmanager
 def timed(owner, name, into):
-    """Adds the wall time of every ``owner.name`` call to ``into[name]``."""
+    """Adds the wall time of every ``owner.name`` call to ``into[name]``, and
+    this process's CPU time (all its threads) to ``into[name + "_cpu"]``."""
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
             into[name] = into.get(name, 0.0) + time.perf_counter() - start
+            cpu_key = name + "_cpu"
+            into[cpu_key] = into.get(cpu_key, 0.0) + time.process_time() - cpu
 
     setattr(owner, name, wrapper)
     try:
@@ -134,7 +142,10 @@ def without_scores():
 def scores_runs(data_folder, teachers, unlabelled, device, repeats):
     """``--scores``: the labelled parts once (timed: the rest of a
     ``save_teachers.py --unlabelled`` run), then per repeat the unlabelled
-    part with and without the scores, in alternating order."""
+    part with and without the scores, in alternating order. Returns (the
+    setting, the runs): each run has, per clock (``wall``, ``cpu``: this
+    process's CPU time), the unlabelled part's seconds with and without the
+    scores and the two ratios (``compare``)."""
     out = tempfile.mkdtemp(prefix="unlabelled_scores_cost_")
     argv = [
         os.path.join(REPO, "hparams/save_teachers.yaml"), "--data_folder",
@@ -147,71 +158,102 @@ def scores_runs(data_folder, teachers, unlabelled, device, repeats):
             save_teachers.main(argv)
         for r in range(repeats):
             order = ("with", "without") if r % 2 == 0 else ("without", "with")
-            seconds = {}
+            times = {}
             for variant in order:
                 for part in unlabelled_part_files(os.path.join(out, "store")):
                     os.remove(part)
-                times = {}
-                stub = without_scores() if variant == "without" else None
-                with stub or contextlib.nullcontext():
-                    with timed(save_teachers, "write_unlabelled_part", times):
-                        save_teachers.main([*argv, "--unlabelled", unlabelled])
-                seconds[variant] = times["write_unlabelled_part"]
-            runs.append({"order": list(order), **seconds})
+                one = {}
+                if variant == "without":
+                    scores = without_scores()
+                else:  # the time spent in the scores themselves, too
+                    scores = timed(mtkd.teachers, "unlabelled_scores", one)
+                with scores, timed(save_teachers, "write_unlabelled_part", one):
+                    save_teachers.main([*argv, "--unlabelled", unlabelled])
+                times[variant] = one
+            runs.append({"order": list(order), "times": times})
         labelled_h = sum(hours(os.path.join(out, f"{s}.json")) for s in
                          ("train", "valid", "test"))  # fmt: skip
         unlabelled_h = hours(os.path.join(out, "unlabelled.json"))
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    total_h = labelled_h + unlabelled_h
-    for run in runs:
-        with_s, without_s = run.pop("with"), run.pop("without")
-        run.update(
-            unlabelled_s_with_scores=with_s,
-            unlabelled_s_without_scores=without_s,
-            unlabelled_ratio=with_s / without_s,
-            whole_s_per_hour_with_scores=(labelled["write_store"] + with_s) / total_h,
-            whole_s_per_hour_without_scores=(labelled["write_store"] + without_s)
-            / total_h,
-        )
-        run["whole_ratio"] = (
-            run["whole_s_per_hour_with_scores"] / run["whole_s_per_hour_without_scores"]
-        )
     setting = {
         "labelled_s": labelled["write_store"],
+        "labelled_cpu_s": labelled["write_store_cpu"],
         "labelled_hours": labelled_h,
         "unlabelled_hours": unlabelled_h,
     }
+    clocks = (("wall", "", setting["labelled_s"]),
+              ("cpu", "_cpu", setting["labelled_cpu_s"]))  # fmt: skip
+    key = "write_unlabelled_part"
+    for run in runs:
+        times = run.pop("times")
+        for clock, suffix, rest in clocks:
+            run[clock] = compare(
+                times["with"][key + suffix], times["without"][key + suffix], rest,
+                labelled_h + unlabelled_h,
+            )  # fmt: skip
+            # Direct: the seconds spent computing the scores, against the
+            # path and the whole run without them.
+            spent = times["with"]["unlabelled_scores" + suffix]
+            run[clock]["scores_s"] = spent
+            run[clock]["scores_share_unlabelled"] = (
+                spent / times["without"][key + suffix]
+            )
+            run[clock]["scores_share_whole"] = spent / (
+                rest + times["without"][key + suffix]
+            )
     return setting, runs
 
 
+def compare(with_s, without_s, labelled_s, total_hours):
+    """One repeat on one clock: the unlabelled part's seconds with and
+    without the scores, their ratio, and the ratio of the whole
+    ``save_teachers.py --unlabelled`` run's seconds per audio hour (the
+    labelled parts' ``labelled_s`` added to both)."""
+    whole_with = (labelled_s + with_s) / total_hours
+    whole_without = (labelled_s + without_s) / total_hours
+    return {
+        "unlabelled_s_with_scores": with_s,
+        "unlabelled_s_without_scores": without_s,
+        "unlabelled_ratio": with_s / without_s,
+        "whole_s_per_hour_with_scores": whole_with,
+        "whole_s_per_hour_without_scores": whole_without,
+        "whole_ratio": whole_with / whole_without,
+    }
+
+
 def main_scores(args):
-    """``--scores``: the repeats, their medians, the JSON file."""
+    """``--scores``: the repeats, their medians per clock, the JSON file."""
     setting, runs = scores_runs(
         args.data_folder, args.teachers, args.unlabelled, args.device, args.repeats
     )
-    keys = ("unlabelled_s_with_scores", "unlabelled_s_without_scores",
-            "unlabelled_ratio", "whole_s_per_hour_with_scores",
-            "whole_s_per_hour_without_scores", "whole_ratio")  # fmt: skip
+    median = {
+        clock: {
+            key: statistics.median(r[clock][key] for r in runs)
+            for key in runs[0][clock]
+        }
+        for clock in ("cpu", "wall")
+    }
     result = {
         "command": " ".join(["python", "bench/unlabelled_cost.py", *sys.argv[1:]]),
         "threads": args.threads,
         "teachers": args.teachers,
         **setting,
         "runs": runs,
-        "median": {key: statistics.median(r[key] for r in runs) for key in keys},
+        "median": median,
     }
     with open(args.out + ".tmp", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     os.replace(args.out + ".tmp", args.out)
-    m = result["median"]
-    print(
-        f"unlabelled part {m['unlabelled_s_without_scores']:.1f} s without the "
-        f"scores, {m['unlabelled_s_with_scores']:.1f} s with them: ratio "
-        f"{m['unlabelled_ratio']:.3f}; the whole save_teachers.py --unlabelled "
-        f"run per audio hour: ratio {m['whole_ratio']:.3f} (medians of "
-        f"{len(runs)})"
-    )
+    for clock, m in median.items():
+        print(
+            f"{clock}: the unlabelled part with / without the scores, median "
+            f"ratio {m['unlabelled_ratio']:.3f}; the whole save_teachers.py "
+            f"--unlabelled run per audio hour: {m['whole_ratio']:.3f}; the "
+            f"scores' own time: +{100 * m['scores_share_unlabelled']:.2f} % of "
+            f"the unlabelled part, +{100 * m['scores_share_whole']:.2f} % of "
+            f"the whole run ({len(runs)} repeats)"
+        )
 
 
 def main(argv=None):

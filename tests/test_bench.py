@@ -251,19 +251,25 @@ def test_unlabelled_scores_cost_side_by_side(mini_corpus, teacher_list, tmp_path
     ]  # fmt: skip
     assert result["labelled_hours"] > 0 and result["unlabelled_hours"] > 0
     hours = result["labelled_hours"] + result["unlabelled_hours"]
-    for run in result["runs"]:
-        with_s, without_s = (
-            run["unlabelled_s_with_scores"],
-            run["unlabelled_s_without_scores"],
-        )
-        assert run["unlabelled_ratio"] == pytest.approx(with_s / without_s)
-        whole = (result["labelled_s"] + with_s) / hours
-        assert run["whole_s_per_hour_with_scores"] == pytest.approx(whole)
-        assert run["whole_ratio"] == pytest.approx(
-            whole / ((result["labelled_s"] + without_s) / hours)
-        )
-    ratios = sorted(r["whole_ratio"] for r in result["runs"])
-    assert result["median"]["whole_ratio"] == pytest.approx(sum(ratios) / 2)
+    for clock, labelled in (("wall", "labelled_s"), ("cpu", "labelled_cpu_s")):
+        for run in result["runs"]:
+            got = run[clock]
+            with_s = got["unlabelled_s_with_scores"]
+            without_s = got["unlabelled_s_without_scores"]
+            assert with_s > 0 and without_s > 0
+            assert got["unlabelled_ratio"] == pytest.approx(with_s / without_s)
+            whole = (result[labelled] + with_s) / hours
+            assert got["whole_s_per_hour_with_scores"] == pytest.approx(whole)
+            assert got["whole_ratio"] == pytest.approx(
+                whole / ((result[labelled] + without_s) / hours)
+            )
+            # The scores' own time, measured inside the runs with them.
+            assert 0 < got["scores_s"] < with_s
+            assert got["scores_share_unlabelled"] == pytest.approx(
+                got["scores_s"] / without_s
+            )
+        ratios = sorted(r[clock]["whole_ratio"] for r in result["runs"])
+        assert result["median"][clock]["whole_ratio"] == pytest.approx(sum(ratios) / 2)
 
 
 def test_the_scores_stub_writes_no_score():
