@@ -90,7 +90,8 @@ def write_teacher_list(path, run_folders, written_by="slurm/teacher_list.py"):
         except (FileNotFoundError, OSError) as err:
             raise RecipeError(
                 f"{folder}: no finished teacher there ({err}). Train it first "
-                "(train_teacher.py with --output_folder this folder)."
+                "(train_teacher.py with --output_folder this folder; for a "
+                "student that teaches the next generation, train_kd.py)."
             ) from err
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"

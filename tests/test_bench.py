@@ -265,3 +265,81 @@ def test_corpus_speed_times_each_synthesiser_side_by_side(tmp_path):
     assert result["machine"]["cores"] == os.cpu_count()
     with pytest.raises(MiniTimitError, match="synthesisers \\['festival'\\]"):
         corpus_speed.run(("festival",), repeats=1)
+
+
+def test_unlabelled_scores_cost_side_by_side(mini_corpus, teacher_list, tmp_path):
+    """bench/unlabelled_cost.py --scores at toy scale: the labelled parts
+    once, then per repeat the unlabelled part with and without the scores in
+    alternating order; the whole run's ratio adds the labelled time."""
+    import unlabelled_cost
+
+    out = str(tmp_path / "scores.json")
+    unlabelled_cost.main(
+        ["--data_folder", mini_corpus, "--teachers", teacher_list, "--unlabelled",
+         "timit_sa", "--repeats", "2", "--scores", "--out", out]
+    )  # fmt: skip
+    result = json.load(open(out))
+    assert [r["order"] for r in result["runs"]] == [
+        ["with", "without"], ["without", "with"],
+    ]  # fmt: skip
+    assert result["labelled_hours"] > 0 and result["unlabelled_hours"] > 0
+    hours = result["labelled_hours"] + result["unlabelled_hours"]
+    for clock, labelled in (("wall", "labelled_s"), ("cpu", "labelled_cpu_s")):
+        for run in result["runs"]:
+            got = run[clock]
+            with_s = got["unlabelled_s_with_scores"]
+            without_s = got["unlabelled_s_without_scores"]
+            assert with_s > 0 and without_s > 0
+            assert got["unlabelled_ratio"] == pytest.approx(with_s / without_s)
+            whole = (result[labelled] + with_s) / hours
+            assert got["whole_s_per_hour_with_scores"] == pytest.approx(whole)
+            assert got["whole_ratio"] == pytest.approx(
+                whole / ((result[labelled] + without_s) / hours)
+            )
+            # The scores' own time, measured inside the runs with them.
+            assert 0 < got["scores_s"] < with_s
+            assert got["scores_share_unlabelled"] == pytest.approx(
+                got["scores_s"] / without_s
+            )
+        ratios = sorted(r[clock]["whole_ratio"] for r in result["runs"])
+        assert result["median"][clock]["whole_ratio"] == pytest.approx(sum(ratios) / 2)
+
+
+def test_the_scores_stub_writes_no_score():
+    """What the bench times without the scores: the same consensus, NaN in
+    place of every score."""
+    import numpy as np
+    import unlabelled_cost
+
+    from mtkd.consensus import consensus
+
+    hyps = [[1, 2, 3], [1, 2, 4], [1, 2, 3, 5]]
+    chosen, distances = consensus(hyps)
+    with unlabelled_cost.without_scores():
+        stub = mtkd.teachers.unlabelled_scores([distances], [hyps], [hyps], [chosen])
+    assert np.isnan(stub["loo_ctc_per"]).all() and stub["loo_teacher"].shape == (1, 3)
+    real = mtkd.teachers.unlabelled_scores([distances], [hyps], [hyps], [chosen])
+    assert real["loo_teacher"].tolist() == [[1, 0, 0]]
+
+
+def test_perturbed_teachers_are_noisy_copies(tiny_teachers, tmp_path):
+    """bench/perturbed_teachers.py: two copies of a teacher's run, each with
+    noise on its weights; the list holds the teacher and the copies, which
+    load as teachers; the original is untouched."""
+    import perturbed_teachers
+    import torch
+
+    run = os.path.dirname(os.path.dirname(os.path.dirname(tiny_teachers[0])))
+    before = torch.load(tiny_teachers[0], weights_only=True)
+    perturbed_teachers.main([run, str(tmp_path / "out"), "--copies", "2"])
+    lines = mtkd.teachers.read_teacher_list(str(tmp_path / "out" / "teachers.txt"))
+    assert [path for _, path in lines][0] == tiny_teachers[0]
+    weights = [torch.load(path, weights_only=True) for _, path in lines]
+    name = next(k for k, v in before.items() if v.is_floating_point() and v.numel() > 1)
+    assert torch.equal(weights[0][name], before[name])
+    for copy in weights[1:]:
+        change = (copy[name] - before[name]).std() / before[name].std()
+        assert 0.02 < float(change) < 0.1  # --noise 0.05 of each tensor's std
+    assert not torch.equal(weights[1][name], weights[2][name])
+    for k, (_, path) in enumerate(lines):
+        assert mtkd.teachers.load_teacher(path, index=k).files.labels

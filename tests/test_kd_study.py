@@ -591,6 +591,12 @@ def test_plan_of_the_iterate_group(tmp_path):
     assert kd_study.matched_epochs(30, "4x") == 150
     assert kd_study.generation_of("t3+gen2-4x") == "gen2-4x"
     assert kd_study.generation_of("t3") is None
+    # A generation's store with its student not trained: an error naming it.
+    student = str(tmp_path / "students" / "gen1-4x" / "seed0")
+    with pytest.raises(kd_study.run_demo.RecipeError) as err:
+        kd_study.write_teacher_list(str(tmp_path / "t.txt"), [student], "test")
+    assert str(err.value).startswith(f"{student}: no finished teacher there")
+    assert "train_kd.py" in str(err.value)
 
 
 def test_the_demo_takes_a_larger_pool(tmp_path):

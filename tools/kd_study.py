@@ -270,7 +270,8 @@ def iterate_configurations():
     self-training ``pseudo-filter-<size>`` (the same audio and labelled-row
     objective, the pool rows on the consensus alone) and
     ``baseline-matched-<size>`` (labelled data alone, as many updates as an
-    unfiltered pool student); ``weighted-loo-filter-4x-half`` (142 k
+    unfiltered pool student; at 1x the unlabelled group's
+    ``baseline-matched``); ``weighted-loo-filter-4x-half`` (142 k
     parameters). Generations on the ``GENERATION_POOL`` with noise:
     ``gen1-<pool>`` from the three teachers, ``genK-<pool>`` from the three
     teachers plus the generation K-1 student of the same seed (a store per
@@ -297,9 +298,8 @@ def iterate_configurations():
             (f"pseudo-filter-{size}", group, "t3", 1.0,
              {**kd, **LOO_FILTER, "unlabelled_alpha": 0.0})
         )  # fmt: skip
-        configs.append(
-            (f"baseline-matched-{size}", group, None, None, {"updates_of": size})
-        )  # fmt: skip
+        matched = "baseline-matched" + ("" if size == "1x" else f"-{size}")
+        configs.append((matched, group, None, None, {"updates_of": size}))
     configs.append(
         ("weighted-loo-filter-4x-half", group, "t3", 1.0,
          {"unlabelled": "4x", "strategy": "weighted", **UNLABELLED_KD, **LOO_FILTER})
