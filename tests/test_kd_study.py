@@ -443,7 +443,10 @@ def test_plan_of_the_matched_controls(tmp_path):
     assert kd_study.matched_baseline_of("weighted-1x") == "baseline-matched"
     assert kd_study.matched_baseline_of("pseudo-matched") == "baseline-matched"
     assert kd_study.matched_baseline_of("weighted-2x-half") == "baseline-half-matched"
-    assert kd_study.matched_baseline_of("weighted-2x") is None  # none defined
+    # The iterate group's controls at 2x and 4x (issue 32).
+    assert kd_study.matched_baseline_of("weighted-2x") == "baseline-matched-2x"
+    assert kd_study.matched_baseline_of("gen2-4x") == "baseline-matched-4x"
+    assert kd_study.matched_baseline_of("weighted-loo-filter-1x") == "baseline-matched"
     assert kd_study.matched_baseline_of("weighted") is None  # not on the pool
 
 
@@ -597,6 +600,46 @@ def test_plan_of_the_iterate_group(tmp_path):
         kd_study.write_teacher_list(str(tmp_path / "t.txt"), [student], "test")
     assert str(err.value).startswith(f"{student}: no finished teacher there")
     assert "train_kd.py" in str(err.value)
+
+
+def test_summary_of_the_iterate_group_pairs_each_change_with_its_control(tmp_path):
+    """Issue 32: every configuration of the iterate group is compared with
+    the one it differs from in one thing (scores, filter, self-training on
+    the same audio, the generation before, noise, the teachers at the
+    student's seeds) and with its matched labelled-only control."""
+    edits = {"baseline-matched-4x": 8, "weighted-4x": 7, "weighted-loo-4x": 6,
+             "weighted-loo-filter-4x": 5, "pseudo-filter-4x": 7, "gen1-4x": 4,
+             "gen2-4x": 3, "gen2-alone-4x": 5, "weighted-loo-filter-4x-half": 6,
+             "teacher-tea0": 5}  # fmt: skip
+    for config, count in edits.items():
+        for i in range(3):
+            make_run(tmp_path / "students" / config / f"seed{i}",
+                     name=f"student-{config}", seed=2000 + i,
+                     kd=not config.startswith(("baseline", "teacher")),
+                     edits=[count + (i == 1)] * 5 + [count] * 5)  # fmt: skip
+    args, jobs = plan(tmp_path, "--groups", "iterate", "--seeds", "3", "--models",
+                      *edits, "--docs_folder", str(tmp_path / "docs"))  # fmt: skip
+    kd_study.summarize(args, jobs, lambda text: None)
+    result = json.loads((tmp_path / "docs" / "results.json").read_text())
+    compared = {(c["name"], c["baseline"]): c for c in result["comparisons"]}
+    assert len(compared) == len(result["comparisons"])  # each pair once
+    expected = {  # PER points: 10 utterances of 20 phones, edits as above
+        ("weighted-loo-4x", "weighted-4x"): -5.0,
+        ("weighted-loo-filter-4x", "weighted-loo-4x"): -5.0,
+        ("weighted-loo-filter-4x", "pseudo-filter-4x"): -10.0,
+        ("weighted-loo-filter-4x", "baseline-matched-4x"): -15.0,
+        ("gen1-4x", "weighted-loo-filter-4x"): -5.0,
+        ("gen2-4x", "gen1-4x"): -5.0,
+        ("gen2-4x", "gen2-alone-4x"): -10.0,
+        ("gen2-4x", "baseline-matched-4x"): -25.0,
+        ("weighted-loo-filter-4x-half", "teacher-tea0"): +5.0,
+    }
+    for pair, difference in expected.items():
+        line = compared[pair]
+        assert line["result"]["difference"] == pytest.approx(difference), pair
+        assert line["pairs"] == [[2000, 2000], [2001, 2001], [2002, 2002]]
+    # Configurations without runs (gen3, teacher-tea3) are left out.
+    assert not [p for p in compared if "gen3-4x" in p or "teacher-tea3" in p]
 
 
 def test_the_demo_takes_a_larger_pool(tmp_path):

@@ -805,12 +805,19 @@ def matched_baseline_of(name):
     """The labelled-only control with as many updates as the pool student
     ``name`` (``baseline-matched`` for a 1x student of the study's size,
     ``baseline-half-matched`` for a 2x half student), or None."""
-    suffix = size_suffix(name)
-    control = f"baseline-{suffix}-matched" if suffix else "baseline-matched"
-    overrides = CONFIGS.get(control, (None,) * 5)[4]
     size = pool_size_of(name)
-    if size and isinstance(overrides, dict) and overrides.get("updates_of") == size:
-        return control
+    if not size:
+        return None
+    suffix = size_suffix(name)
+    candidates = (
+        [f"baseline-{suffix}-matched"]
+        if suffix
+        else ["baseline-matched", f"baseline-matched-{size}"]
+    )
+    for control in candidates:
+        overrides = CONFIGS.get(control, (None,) * 5)[4]
+        if isinstance(overrides, dict) and overrides.get("updates_of") == size:
+            return control
     return None
 
 
@@ -998,6 +1005,38 @@ def baseline_comparisons(groups, by_name, counts):
     return out
 
 
+def iterate_pairs():
+    """(configuration, control) of the ``iterate`` group (issue 32), each
+    differing in one thing: leave-one-out scores against today's; the filter
+    against none; the filtered student against self-training on the same
+    filtered audio; each generation against the one before (and generation 1
+    against the same student without noise); the generation-1 student alone as
+    teacher against the generation-2 student of the three teachers and it;
+    the half-size student against the best teachers trained at its seeds."""
+    pairs = []
+    for size in POOL_SIZES:
+        pairs += [
+            (f"weighted-loo-{size}", f"weighted-{size}"),
+            (f"weighted-loo-filter-{size}", f"weighted-loo-{size}"),
+            (f"weighted-loo-filter-{size}", f"pseudo-filter-{size}"),
+        ]
+    pool = GENERATION_POOL
+    pairs.append((f"gen1-{pool}", f"weighted-loo-filter-{pool}"))
+    for k in range(2, GENERATIONS + 1):
+        pairs.append((f"gen{k}-{pool}", f"gen{k - 1}-{pool}"))
+    pairs.append((f"gen2-{pool}", f"gen2-alone-{pool}"))
+    for teacher in SEEDED_TEACHERS:
+        pairs.append((f"weighted-loo-filter-{pool}-half", f"teacher-{teacher}"))
+    return pairs
+
+
+def iterate_comparisons(groups, by_name, counts):
+    """The ``iterate_pairs`` whose two configurations have runs."""
+    return [
+        _compare(name, control, by_name, counts) for name, control in iterate_pairs()
+    ]
+
+
 def self_training_comparisons(groups, by_name, counts):
     """Each KD student on the pool against self-training on the same audio:
     what the teachers' distributions add to the extra audio with their
@@ -1106,10 +1145,13 @@ def summarize(args, jobs, say, committed=None):
     groups = group_runs(runs)
     by_name = {group["name"]: group for group in groups}
     makers = (baseline_comparisons, paper_comparisons, self_training_comparisons,
-              best_teacher_comparisons)  # fmt: skip
-    comparisons = [
-        record for make in makers for record in make(groups, by_name, counts) if record
-    ]
+              best_teacher_comparisons, iterate_comparisons)  # fmt: skip
+    comparisons, seen = [], set()
+    for make in makers:
+        for record in make(groups, by_name, counts):
+            if record and (record["name"], record["baseline"]) not in seen:
+                seen.add((record["name"], record["baseline"]))
+                comparisons.append(record)
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
     confirmed = confirmations(args, by_name, groups, counts)
     if confirmed:
