@@ -662,3 +662,29 @@ def test_the_demo_takes_a_larger_pool(tmp_path):
     run_demo.check_pool_size(str(tmp_path / "TIMIT"), 6, str(tmp_path))
     with pytest.raises(run_demo.DemoError, match="holds a pool of 6 speakers"):
         run_demo.check_pool_size(str(tmp_path / "TIMIT"), 24, str(tmp_path))
+
+
+def test_the_study_runs_on_the_mixed_corpus_and_keeps_a_corpus_to_its_preset(
+    tmp_path,
+):
+    """Issue 36: --corpus_preset demo_core_mixed makes the study's corpus (and
+    pool) with both synthesisers; a folder whose corpus was made with another
+    preset is refused, naming both, rather than mixed into the results."""
+    args, _ = plan(tmp_path, "--corpus_preset", "demo_core_mixed")
+    assert "--corpus_preset demo_core_mixed" in kd_study.study_command(args)
+    assert "--corpus_preset" not in kd_study.study_command(plan(tmp_path)[0])
+    corpus = tmp_path / "TIMIT"
+    corpus.mkdir()
+    (corpus / "MINI_TIMIT.json").write_text(
+        json.dumps({"options": {"preset": "demo_core", "seed": 1234}})
+    )
+    with pytest.raises(kd_study.run_demo.RecipeError) as err:
+        kd_study.make_corpus(args, print)
+    assert str(err.value) == (
+        f"{corpus} is a mini corpus of the preset demo_core, not demo_core_mixed: "
+        "give another --output_folder for a demo_core_mixed study, or "
+        "--corpus_preset demo_core to go on with this one."
+    )
+    assert kd_study.make_corpus(plan(tmp_path)[0], print) == str(corpus)
+    with pytest.raises(SystemExit):
+        kd_study.parse_args(["--corpus_preset", "tiny"])

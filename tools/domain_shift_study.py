@@ -372,15 +372,13 @@ def copy_run(source, copy, job):
 
 
 def make_corpus(args, say):
-    """The mixed corpus (made once; the same options give the same bytes)."""
+    """The mixed corpus (made once; the same options give the same bytes).
+    An existing corpus is taken as it is: ``speaker_families`` checks that it
+    has both families, and says which preset to make if not."""
     corpus = os.path.join(os.path.abspath(args.output_folder), "TIMIT")
     if os.path.isfile(os.path.join(corpus, MARKER_FILENAME)):
         return corpus
-    argv = ["tools/make_mini_timit.py", corpus, "--seed", str(args.corpus_seed)]
-    argv += ["--preset", args.preset, "--quiet"]
-    say(f"corpus: $ {shlex.join(['python', *argv])}")
-    subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
-    return corpus
+    return kd_study.make_corpus(args, say, args.preset)
 
 
 # ---------------------------------------------------------------------------

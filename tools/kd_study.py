@@ -114,6 +114,7 @@ from run_demo import (  # noqa: E402
 )
 
 CORPUS_PRESET = "demo_core"  # run_demo.py's corpus
+CORPUS_PRESETS = ("demo_core", "demo_core_mixed")  # eSpeak NG alone; both
 TEACHERS_3 = ["tea0", "tea3", "tea5"]
 TEACHERS_10 = [f"tea{k}" for k in range(10)]
 TEACHER_WIDTH = 96
@@ -339,7 +340,7 @@ def matched_epochs(student_epochs, pool_size):
 CONFIGS = {c[0]: c for c in configurations()}
 
 
-def pool_manifests(out, corpus, say):
+def pool_manifests(out, corpus, say, preset=CORPUS_PRESET):
     """Makes the pool (``corpus/POOL``, ``POOL_SPEAKERS``; an older, smaller
     pool grows, its speakers unchanged) and its manifests under
     ``out/unlabelled``: ``<size>.json`` for every pool size (the pool's first
@@ -352,7 +353,7 @@ def pool_manifests(out, corpus, say):
     paths = pool_paths(out)
     if os.path.isfile(done):
         return paths
-    argv = ["tools/make_mini_timit.py", corpus, "--preset", CORPUS_PRESET]
+    argv = ["tools/make_mini_timit.py", corpus, "--preset", preset]
     argv += ["--pool_speakers", str(POOL_SPEAKERS), "--quiet"]
     say(f"pool: $ {shlex.join(['python', *argv])}")
     subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
@@ -431,7 +432,7 @@ def build_jobs(args, corpus):
         if args.plan or args.summarize:  # names only: nothing is made
             pool = pool_paths(out)
         else:
-            pool = pool_manifests(out, corpus, print)
+            pool = pool_manifests(out, corpus, print, args.corpus_preset)
     teacher_sets = {"t3": TEACHERS_3, "t10": TEACHERS_10}
     jobs = []
 
@@ -620,13 +621,25 @@ def build_jobs(args, corpus):
     return jobs
 
 
-def make_corpus(args, say):
-    """The study's corpus (made once; the same options give the same bytes)."""
+def make_corpus(args, say, preset=None):
+    """The study's corpus under ``<output_folder>/TIMIT``, made once with
+    ``preset`` (default ``--corpus_preset``); an existing one made with
+    another preset is an error naming both."""
+    preset = preset or args.corpus_preset
     corpus = os.path.join(os.path.abspath(args.output_folder), "TIMIT")
-    if os.path.isfile(os.path.join(corpus, "MINI_TIMIT.json")):
+    marker = os.path.join(corpus, "MINI_TIMIT.json")
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as f:
+            made_with = json.load(f).get("options", {}).get("preset")
+        if made_with != preset:
+            raise run_demo.RecipeError(
+                f"{corpus} is a mini corpus of the preset {made_with}, not "
+                f"{preset}: give another --output_folder for a {preset} study, "
+                f"or --corpus_preset {made_with} to go on with this one."
+            )
         return corpus
     argv = ["tools/make_mini_timit.py", corpus, "--seed", str(args.corpus_seed)]
-    argv += ["--preset", CORPUS_PRESET, "--quiet"]
+    argv += ["--preset", preset, "--quiet"]
     say(f"corpus: $ {shlex.join(['python', *argv])}")
     subprocess.run([sys.executable, *argv], cwd=REPO, check=True)
     return corpus
@@ -658,6 +671,11 @@ def parse_args(argv):
         "CPU size it slowed learning; see docs/kd_study.md)",
     )  # fmt: skip
     parser.add_argument("--corpus_seed", type=int, default=1234)
+    parser.add_argument(
+        "--corpus_preset", choices=CORPUS_PRESETS, default=CORPUS_PRESET,
+        help="the mini corpus: demo_core (eSpeak NG, the default) or "
+        "demo_core_mixed (half of every split spoken by Flite; issue 36)",
+    )  # fmt: skip
     parser.add_argument(
         "--docs_folder", default=os.path.join(REPO, "docs", "kd_study"),
         help="also write the tables here ('' for nowhere)",
@@ -855,7 +873,7 @@ def study_command(args):
     defaults = vars(parse_args([]))
     for key in ("groups", "models", "seeds", "confirm", "teacher_epochs",
                 "student_epochs", "finetune_epochs", "augment",
-                "corpus_seed"):  # fmt: skip
+                "corpus_seed", "corpus_preset"):  # fmt: skip
         value = getattr(args, key)
         if value == defaults[key]:
             continue
