@@ -744,4 +744,11 @@ def test_consensus_quality_shows_what_each_threshold_keeps(unlabelled_store, tmp
         assert every["utterances"] == result[split]["utterances"]
         assert every["audio_share"] == pytest.approx(1.0)
         assert every["consensus_per"] == pytest.approx(result[split]["consensus"])
+        # The per-utterance rows give the figures back.
+        rows = result[split]["per_utterance"]
+        assert list(rows) == store.utterance_ids(split)
+        edits = sum(r["consensus_edits"] for r in rows.values())
+        phones = sum(r["phones"] for r in rows.values())
+        assert 100 * edits / phones == pytest.approx(result[split]["consensus"])
+        assert sum(r["disagreement"] == 0 for r in rows.values()) == agree[split]
     assert result[UNLABELLED]["utterances"] == 12

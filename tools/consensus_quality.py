@@ -43,9 +43,10 @@ THRESHOLDS = (5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
 
 
 def per_utterance(store, split, truth, choose):
-    """Per utterance of ``split`` (stored order): ``teacher_edits`` [U, N]
-    and ``consensus_edits`` [U] against the true phones, ``phones`` [U],
-    ``seconds`` [U] (the manifest's durations) and ``disagreement`` [U] (%).
+    """Per utterance of ``split`` (stored order): ``ids`` [U],
+    ``teacher_edits`` [U, N] and ``consensus_edits`` [U] against the true
+    phones, ``phones`` [U], ``seconds`` [U] (the manifest's durations) and
+    ``disagreement`` [U] (%).
 
     ``choose(utt_id, hyps)`` -> (the consensus hypothesis, its disagreement).
     """
@@ -60,6 +61,7 @@ def per_utterance(store, split, truth, choose):
         rows.append((len(reference), float(truth[utt_id]["duration"]), spread))
     phones, seconds, spread = np.asarray(rows, dtype=float).reshape(-1, 3).T
     return {
+        "ids": list(store.utterance_ids(split)),
         "teacher_edits": edit_distances(pairs).reshape(len(rows), -1),
         "consensus_edits": edit_distances(medoid),
         "phones": phones,
@@ -77,6 +79,23 @@ def pers(counts):
         "consensus": float(100 * counts["consensus_edits"].sum() / phones),
         "phones": int(phones),
         "utterances": len(counts["phones"]),
+    }
+
+
+def utterance_rows(counts):
+    """{utt_id: its counts}: what the corpus figures and every threshold's
+    row are computed from, kept in the results file so that they can be
+    recomputed (``phones``, ``seconds``, ``disagreement`` %,
+    ``consensus_edits``, ``teacher_edits`` [N])."""
+    return {
+        utt_id: {
+            "phones": int(counts["phones"][i]),
+            "seconds": float(counts["seconds"][i]),
+            "disagreement": float(counts["disagreement"][i]),
+            "consensus_edits": int(counts["consensus_edits"][i]),
+            "teacher_edits": [int(e) for e in counts["teacher_edits"][i]],
+        }
+        for i, utt_id in enumerate(counts["ids"])
     }
 
 
@@ -189,6 +208,7 @@ def main(argv=None):
     for split, split_counts in counts.items():
         result[split] = pers(split_counts)
         result[split]["thresholds"] = threshold_table(split_counts, args.thresholds)
+        result[split]["per_utterance"] = utterance_rows(split_counts)
     if args.oracle:
         chosen = np.bincount(store.consensus_teachers(), minlength=store.teacher_count)
         result[UNLABELLED]["consensus_share"] = (chosen / chosen.sum()).tolist()
