@@ -69,7 +69,6 @@ with other options is an error (use another ``--output_folder``).
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -82,6 +81,7 @@ from mtkd.hparams import OPTION_ALIASES
 from mtkd.runs import RunFolder
 from mtkd.teachers import write_teacher_list
 from mtkd.writable import check_output_folder
+from mtkd_tools.machine import cpu_model
 from mtkd_tools.results import (
     COST_COLUMNS,
     PLOT_PNG,
@@ -583,13 +583,7 @@ def make_corpus(args, say):
 
 
 def machine_line(args):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(x.split(":", 1)[1].strip() for x in f if "model name" in x)
-    except (OSError, StopIteration):
-        pass
-    line = f"{os.cpu_count()} CPU cores ({cpu})"
+    line = f"{os.cpu_count()} CPU cores ({cpu_model()})"
     if args.device.startswith("cuda"):
         import torch
 

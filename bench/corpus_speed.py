@@ -44,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from mtkd_tools.machine import cpu_model  # noqa: E402
 from tools.mini_timit import SYNTHESISERS, MiniTimitError, make_mini_timit  # noqa: E402
 from tools.mini_timit.flite import flite_missing  # noqa: E402
 
@@ -52,12 +53,7 @@ DEFAULT_OUT = os.path.join(REPO, "bench", "corpus_speed.json")
 
 def machine():
     """CPU model, cores, load average and the commit, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(x.split(":", 1)[1].strip() for x in f if "model name" in x)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,

@@ -53,6 +53,8 @@ for _path in (REPO, BENCH):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from mtkd_tools.machine import cpu_model  # noqa: E402
+
 DEFAULT_JSON = os.path.join(BENCH, "results.json")
 DEFAULT_MD = os.path.join(BENCH, "RESULTS.md")
 DEFAULT_WORKDIR = os.path.join(BENCH, "work")
@@ -221,17 +223,6 @@ def make_inputs(args, mode):
 # Machine
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _memory_gib():
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
@@ -273,7 +264,7 @@ def machine(device):
     except OSError:
         load = None
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "platform": platform.platform(),

@@ -317,3 +317,27 @@ def test_summarize_results_tests_every_student_over_seeds(tmp_path):
     assert list(counts["student-best@2000"]["edits"]) == [
         e - 2 + (k == 0) for k, e in enumerate(base)
     ]
+
+
+def test_cpu_model_names_the_cpu_and_falls_back_to_platform(monkeypatch):
+    """mtkd_tools.machine.cpu_model: /proc/cpuinfo's model name where there
+    is one (what every results file records), else platform's word."""
+    import builtins
+    import platform
+
+    from mtkd_tools.machine import cpu_model
+
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [x for x in f if x.startswith("model name")]
+        if names:
+            assert cpu_model() == names[0].split(":", 1)[1].strip()
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        if path == "/proc/cpuinfo":
+            raise OSError("no such file")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    assert cpu_model() == (platform.processor() or platform.machine())
