@@ -52,14 +52,8 @@ class Owner:
         """Whether the owner's process still runs (this host only): its pid is
         alive, is not this process, and runs the command the owner wrote (a pid
         reused by another program does not count)."""
-        if self.pid == os.getpid():
+        if not pid_runs(self.pid):
             return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, another user's
         command = self.text.split(": ", 1)[1].strip() if ": " in self.text else ""
         try:
             with open(f"/proc/{self.pid}/cmdline", "rb") as f:
@@ -67,6 +61,19 @@ class Owner:
         except OSError:
             return True  # no /proc: alive is all we know
         return not command or command in running
+
+
+def pid_runs(pid):
+    """Whether process ``pid`` of this host runs (this process does not count)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
 
 
 def owner_description():

@@ -49,6 +49,7 @@ import torchaudio.functional
 from speechbrain.dataio.encoder import CTCTextEncoder
 
 from mtkd import RecipeError
+from mtkd.locks import pid_runs
 from mtkd.model import MODEL_CONFIG_FILE, CTCAttentionASR
 from mtkd.runs import HPARAMS_FILE, RunFolder, plain_value, read_hyperparams
 
@@ -778,7 +779,7 @@ def remove_killed_exports(model_dir):
     for kind in ("partial", "old"):
         for path in sorted(glob.glob(f"{glob.escape(model_dir)}.{kind}-*")):
             pid = path.rsplit("-", 1)[1]
-            if not pid.isdigit() or _runs(int(pid)) or not os.path.isdir(path):
+            if not pid.isdigit() or pid_runs(int(pid)) or not os.path.isdir(path):
                 continue
             if kind == "old" and not os.path.exists(model_dir):
                 os.rename(path, model_dir)  # the export before the killed one
@@ -788,19 +789,6 @@ def remove_killed_exports(model_dir):
     for path in done:
         logger.warning("Cleaned up %s, left by an export that was killed", path)
     return done
-
-
-def _runs(pid):
-    """Whether process ``pid`` of this host runs (this process does not count)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's
-    return True
 
 
 def export_model(
