@@ -32,6 +32,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
 from mtkd import cluster
+from mtkd.brain import train_and_test
 from mtkd.data import (
     BASE_OUTPUT_KEYS,
     prepare_datasets,
@@ -51,8 +52,7 @@ from mtkd.distill import (
     mixed_train_manifest,
 )
 from mtkd.hparams import HparamsError, load_hparams, run_stage, save_resolved_hparams
-from mtkd.model import write_model_config
-from mtkd.runs import best_checkpoint_model_path, lock_run_folder
+from mtkd.runs import lock_run_folder
 from mtkd.stage_help import print_help_if_asked
 from mtkd.store import TeacherStore
 from mtkd.store.reader import UNLABELLED_SCORES
@@ -178,33 +178,14 @@ def main(argv):
     if hparams["pretrain"] and is_fresh_run:
         load_pretrained_encoder(hparams["model"], hparams["pretrain_st_dir"])
 
-    brain = KDBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=loaded.run_opts,
-        checkpointer=hparams["checkpointer"],
+    train_and_test(
+        KDBrain,
+        loaded,
+        datasets,
+        label_encoder,
+        train_loader_kwargs(hparams, datasets["train"], KDBatch),
+        "Student model",
     )
-    brain.label_encoder = label_encoder
-    run_on_main(
-        write_model_config,
-        args=[hparams["save_folder"], hparams, hparams["model"]],
-    )
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_loader_kwargs(hparams, datasets["train"], KDBatch),
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="selection",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    if sb.utils.distributed.if_main_process():
-        print("Student model (best valid checkpoint):")
-        print(best_checkpoint_model_path(hparams["save_folder"]))
 
 
 if __name__ == "__main__":

@@ -26,14 +26,12 @@ import os
 import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
 
 from mtkd import cluster
-from mtkd.brain import ASRBrain
+from mtkd.brain import ASRBrain, train_and_test
 from mtkd.data import prepare_datasets, prepare_manifests, train_loader_kwargs
 from mtkd.hparams import load_hparams, run_stage, save_resolved_hparams
-from mtkd.model import write_model_config
-from mtkd.runs import best_checkpoint_model_path, lock_run_folder
+from mtkd.runs import lock_run_folder
 from mtkd.stage_help import print_help_if_asked
 
 # The keys --help lists when no YAML file is named.
@@ -57,34 +55,14 @@ def main(argv):
     prepare_manifests(hparams)
     datasets, label_encoder = prepare_datasets(hparams)
 
-    brain = ASRBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=loaded.run_opts,
-        checkpointer=hparams["checkpointer"],
+    train_and_test(
+        ASRBrain,
+        loaded,
+        datasets,
+        label_encoder,
+        train_loader_kwargs(hparams, datasets["train"]),
+        "Teacher list file line",
     )
-    brain.label_encoder = label_encoder
-    run_on_main(
-        write_model_config,
-        args=[hparams["save_folder"], hparams, hparams["model"]],
-    )
-
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_loader_kwargs(hparams, datasets["train"]),
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="selection",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    if sb.utils.distributed.if_main_process():
-        print("Teacher list file line (best valid checkpoint):")
-        print(best_checkpoint_model_path(hparams["save_folder"]))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ import time
 
 import speechbrain as sb
 from speechbrain.decoders.ctc import ctc_greedy_decode
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from mtkd import cluster
+from mtkd.model import write_model_config
+from mtkd.runs import best_checkpoint_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +200,47 @@ class ASRBrain(sb.Brain):
             )
             if if_main_process():
                 write_per_report(self.hparams.test_per_file, stats, self.per_metrics)
+
+
+def train_and_test(
+    brain_class, loaded, datasets, label_encoder, train_loader_kwargs, best_label
+):
+    """One stage's run: builds ``brain_class`` from the loaded hparams, writes the
+    model's config, trains (resuming from the last checkpoint), tests the best
+    valid checkpoint and prints its ``model.ckpt`` path under ``best_label``.
+
+    ``loaded``: ``mtkd.hparams.load_hparams``'s result; ``datasets``: dict with
+    ``train``, ``valid``, ``test``. Returns the brain.
+    """
+    hparams = loaded.hparams
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=loaded.run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.label_encoder = label_encoder
+    run_on_main(
+        write_model_config,
+        args=[hparams["save_folder"], hparams, hparams["model"]],
+    )
+    brain.fit(
+        hparams["epoch_counter"],
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        min_key="selection",
+        test_loader_kwargs=hparams["test_dataloader_opts"],
+    )
+    if if_main_process():
+        print(f"{best_label} (best valid checkpoint):")
+        print(best_checkpoint_model_path(hparams["save_folder"]))
+    return brain
 
 
 def write_per_report(path, stats, per_metrics):

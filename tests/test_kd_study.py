@@ -592,6 +592,21 @@ def test_plan_of_the_iterate_group(tmp_path):
     assert teacher.argv[:2] == ["train_teacher.py", "hparams/teachers/tea0.yaml"]
     assert (flag(teacher, "seed"), flag(teacher, "rnn_neurons")) == ("2001", "96")
     assert kd_study.matched_epochs(30, "4x") == 150
+    # The threshold's candidates: the 1x filtered student at each, differing
+    # from the unfiltered leave-one-out student in that option alone.
+    _, sweep = plan(tmp_path, "--groups", "iterate", "--models",
+                    "weighted-loo-1x", "weighted-loo-filter-1x-max10",
+                    "weighted-loo-filter-1x-max15")  # fmt: skip
+    by_name = {job.name: job for job in sweep}
+    loo = by_name["weighted-loo-1x/seed0"]
+    for limit in ("10", "15"):
+        job = by_name[f"weighted-loo-filter-1x-max{limit}/seed0"]
+        assert flag(job, "unlabelled_max_disagreement") == f"{limit}.0"
+        extra = [a for a in job.argv if a not in loo.argv]
+        assert extra == [job.folder, "--unlabelled_max_disagreement", f"{limit}.0"]
+    assert ("weighted-loo-filter-1x-max10", "weighted-loo-1x") in (
+        kd_study.iterate_pairs()
+    )
     assert kd_study.generation_of("t3+gen2-4x") == "gen2-4x"
     assert kd_study.generation_of("t3") is None
     # A generation's store with its student not trained: an error naming it.

@@ -4,10 +4,12 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from mtkd.store.format import StoreError, manifest_info, part_file_name
+from mtkd.store.reader import column_means
 from mtkd.store.writer import select_teachers
 from mtkd.teachers import (
     TeacherListError,
@@ -164,3 +166,11 @@ def test_teacher_selection_and_part_names():
     assert part_file_name(range(10)) == "part-t000-t009.h5"
     assert part_file_name([5, 0, 3]) == "part-t000_t003_t005.h5"
     assert part_file_name(range(0, 300, 2)).startswith("part-t000_n150_")
+
+
+def test_column_means_skip_nan_and_say_none_where_a_column_has_no_value():
+    # Teacher 0: (10 + 30) / 2; teacher 1: only 5; teacher 2: NaN throughout
+    # (one teacher alone has no leave-one-out score).
+    values = np.array([[10.0, np.nan, np.nan], [30.0, 5.0, np.nan]], dtype=np.float32)
+    assert column_means(values) == [20.0, 5.0, None]
+    assert column_means(np.zeros((0, 2), dtype=np.float32)) == [None, None]

@@ -465,11 +465,14 @@ class TeacherStore:
     # ------------------------------------------------------------ summary
     def _leave_one_out_summary(self):
         """Per teacher, the mean over unlabelled utterances of its PERs
-        against the others' consensus; the disagreement's mean and median."""
+        against the others' consensus; the disagreement's mean and median.
+        None where there is nothing to average (no utterance, or one
+        teacher: no other teacher to score against)."""
         spread = self.unlabelled_array("disagreement")
+        spread = spread[~np.isnan(spread)]
         return {
-            "ctc_per": np.nanmean(self.unlabelled_array("loo_ctc_per"), 0).tolist(),
-            "att_per": np.nanmean(self.unlabelled_array("loo_att_per"), 0).tolist(),
+            "ctc_per": column_means(self.unlabelled_array("loo_ctc_per")),
+            "att_per": column_means(self.unlabelled_array("loo_att_per")),
             "disagreement_mean": float(np.mean(spread)) if len(spread) else None,
             "disagreement_median": float(np.median(spread)) if len(spread) else None,
         }
@@ -511,6 +514,16 @@ class TeacherStore:
             "files": files,
             "bytes": sum(f["bytes"] for f in files),
         }
+
+
+def column_means(values):
+    """Per column of ``values`` [B, N], the mean of its non-NaN entries, or
+    None where a column has none (no row, or NaN throughout)."""
+    values = np.asarray(values, dtype=np.float64)
+    present = ~np.isnan(values)
+    counts = present.sum(0)
+    sums = np.where(present, values, 0.0).sum(0)
+    return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
 
 
 def _read_split_index(path, split, names):
@@ -612,7 +625,7 @@ def format_summary(summary):
                 + (
                     f"  against the others' consensus: CTC {loo['ctc_per'][k]:.2f}"
                     f" attention {loo['att_per'][k]:.2f}"
-                    if loo
+                    if loo and loo["ctc_per"][k] is not None
                     else ""
                 )
             )
