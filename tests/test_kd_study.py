@@ -415,6 +415,13 @@ def test_valid_decode_uses_a_runs_own_valid_manifest(tmp_path):
     argv = valid_decode.valid_command(str(run), "/copy")
     assert argv[argv.index("--test_annotation") + 1] == "/copy/valid.json"
     assert argv[-2:] == ["--skip_prep", "true"]
+    # --annotation: another manifest (the Flite twin's test) instead of valid.
+    argv = valid_decode.valid_command(str(run), "/copy", "/f/test.json")
+    assert argv[argv.index("--test_annotation") + 1] == "/f/test.json"
+    assert argv.count("--test_annotation") == 1
+    with pytest.raises(valid_decode.ValidDecodeError, match="--annotation"):
+        valid_decode.main(["--out", str(tmp_path / "v"), "--annotation",
+                           str(tmp_path / "none.json"), str(run)])  # fmt: skip
 
 
 def test_plan_of_the_matched_controls(tmp_path):

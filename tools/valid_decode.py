@@ -11,6 +11,11 @@ kept checkpoint is loaded, nothing is trained (the epoch counter is at its
 end), and the copy's ``per_test.txt`` scores the valid utterances. The
 original folder is not touched.
 
+``--annotation`` decodes another manifest instead of each run's valid set,
+for example the test sentences of the study's corpus spoken by another
+synthesiser (docs/mini-corpus.md): its ``wav`` paths must be absolute, or
+under the runs' ``--data_folder`` (``{data_root}``).
+
     python tools/valid_decode.py --out results/valid_decode --baseline baseline \\
         results/kd_study30/students/*/seed*
 
@@ -58,8 +63,9 @@ def configuration_and_seed(folder):
     return name, ""
 
 
-def valid_command(folder, copy):
-    """The run's own command, writing to ``copy`` and testing on its valid set."""
+def valid_command(folder, copy, annotation=None):
+    """The run's own command, writing to ``copy`` and testing on its valid set
+    (or on the manifest ``annotation``)."""
     command_file = os.path.join(folder, "demo_command.txt")
     if not os.path.isfile(RunFolder(folder).per_test_file):
         raise ValidDecodeError(
@@ -85,6 +91,8 @@ def valid_command(folder, copy):
     valid = os.path.join(copy, "valid.json")
     if "--valid_annotation" in argv:
         valid = argv[argv.index("--valid_annotation") + 1]
+    if annotation:
+        valid = annotation
     if "--test_annotation" in argv:
         argv[argv.index("--test_annotation") + 1] = valid
     else:
@@ -94,8 +102,9 @@ def valid_command(folder, copy):
     return argv + ["--skip_prep", "true"]
 
 
-def decode_valid(folder, out):
-    """Copy ``folder`` to ``out/<configuration>/<seed>`` and score valid there.
+def decode_valid(folder, out, annotation=None):
+    """Copy ``folder`` to ``out/<configuration>/<seed>`` and score valid (or
+    ``annotation``) there.
 
     Returns the copy's path; a copy that already has its per_test.txt is kept.
     """
@@ -103,7 +112,7 @@ def decode_valid(folder, out):
     copy = os.path.join(out, config, seed) if seed else os.path.join(out, config)
     if os.path.isfile(RunFolder(copy).per_test_file):
         return copy
-    argv = valid_command(folder, copy)
+    argv = valid_command(folder, copy, annotation)
     partial = copy + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(folder, partial)
@@ -121,8 +130,9 @@ def decode_valid(folder, out):
     return copy
 
 
-def summary(copies, baseline):
-    """Markdown: valid PER per configuration, and each one against ``baseline``."""
+def summary(copies, baseline, label="valid PER (test decoding)"):
+    """Markdown: ``label``'s PER per configuration, and each one against
+    ``baseline``."""
     scores = {}
     for copy in copies:
         config, seed = configuration_and_seed(copy)
@@ -130,7 +140,7 @@ def summary(copies, baseline):
             RunFolder(copy).per_test_file
         )
     lines = [
-        "| model | seeds | valid PER (test decoding) | per seed |",
+        f"| model | seeds | {label} | per seed |",
         "|---|---|---|---|",
     ]
     for config, by_seed in scores.items():
@@ -166,16 +176,36 @@ def main(argv=None):
     parser.add_argument(
         "--baseline", help="configuration the others are tested against"
     )
+    parser.add_argument(
+        "--annotation",
+        help="decode this manifest (JSON, as timit_prepare.py writes) instead "
+        "of each run's valid set",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
+    annotation = args.annotation and os.path.abspath(args.annotation)
+    if annotation and not os.path.isfile(annotation):
+        raise ValidDecodeError(
+            f"--annotation {args.annotation}: no such file. Give a manifest "
+            "written by timit_prepare.py (DATA_FOLDER OUT_DIR writes "
+            "OUT_DIR/test.json)."
+        )
     for folder in args.runs:  # every error before any decoding
-        valid_command(os.path.abspath(folder), out)
+        valid_command(os.path.abspath(folder), out, annotation)
     with ThreadPoolExecutor(args.jobs) as pool:
         copies = list(
-            pool.map(lambda f: decode_valid(os.path.abspath(f), out), args.runs)
+            pool.map(
+                lambda f: decode_valid(os.path.abspath(f), out, annotation),
+                args.runs,
+            )
         )
-    text = summary(copies, args.baseline)
+    label = (
+        f"PER on {os.path.basename(annotation)} (test decoding)"
+        if annotation
+        else "valid PER (test decoding)"
+    )
+    text = summary(copies, args.baseline, label)
     atomic_write(os.path.join(out, "RESULTS.md"), text)
     print(text, end="")
 
