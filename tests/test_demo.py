@@ -216,6 +216,10 @@ def test_valid_decode_scores_the_kept_checkpoints_on_valid(quick_demo, tmp_path)
     rows = table_rows((tmp_path / "v" / "RESULTS.md").read_text())
     assert list(rows) == ["baseline", "best"] and rows["best"][1] == "1"
     assert "- best vs baseline: " in proc.stdout
+    edits = json.loads((tmp_path / "v" / "utterances.json").read_text())
+    assert set(edits["runs"]) == {"baseline/seed2000", "best/seed2000"}
+    assert set(edits["ids"]) == valid_ids
+    assert all(len(e) == len(valid_ids) for e in edits["runs"].values())
     # An unfinished run is refused before anything is decoded.
     unfinished = tmp_path / "unfinished" / "seed0"
     unfinished.mkdir(parents=True)

@@ -23,8 +23,9 @@ Run folders named ``.../<configuration>/seed<N>`` are grouped by
 configuration. It writes ``RESULTS.md`` in ``--out``: every configuration's
 valid PER (mean ± std over seeds, and each seed), and each configuration
 against ``--baseline`` (paired bootstrap over the valid utterances, seed i
-with seed i, as ``summarize_results.py`` does on test). Decodings already
-done are not redone.
+with seed i, as ``summarize_results.py`` does on test), and every run's
+edits per utterance in ``utterances.json``. Decodings already done are not
+redone.
 """
 
 import argparse
@@ -47,6 +48,7 @@ from mtkd_tools.significance import (  # noqa: E402
     describe,
     paired_bootstrap,
     read_edit_counts,
+    write_utterances,
 )
 
 
@@ -130,9 +132,9 @@ def decode_valid(folder, out, annotation=None):
     return copy
 
 
-def summary(copies, baseline, label="valid PER (test decoding)"):
-    """Markdown: ``label``'s PER per configuration, and each one against
-    ``baseline``."""
+def summary(copies, baselines, label="valid PER (test decoding)"):
+    """Markdown: ``label``'s PER per configuration, and each one against each
+    of ``baselines``, seed with seed."""
     scores = {}
     for copy in copies:
         config, seed = configuration_and_seed(copy)
@@ -153,12 +155,14 @@ def summary(copies, baseline, label="valid PER (test decoding)"):
             + " / ".join(f"{p:.2f}" for p in pers) + " |"
         )  # fmt: skip
     lines.append("")
-    if baseline in scores:
-        base = scores[baseline]
+    done = set()
+    for baseline in baselines:
+        base = scores.get(baseline, {})
         for config, by_seed in scores.items():
             seeds = [s for s in by_seed if s in base]
-            if config == baseline or not seeds:
+            if config == baseline or not seeds or (baseline, config) in done:
                 continue
+            done.add((config, baseline))
             result = paired_bootstrap(
                 [base[s] for s in seeds], [by_seed[s] for s in seeds]
             )
@@ -174,7 +178,10 @@ def main(argv=None):
         help="where the copies go (--out is the older spelling)",
     )  # fmt: skip
     parser.add_argument(
-        "--baseline", help="configuration the others are tested against"
+        "--baseline",
+        nargs="+",
+        default=[],
+        help="configurations the others are tested against, seed with seed",
     )
     parser.add_argument(
         "--annotation",
@@ -207,6 +214,16 @@ def main(argv=None):
     )
     text = summary(copies, args.baseline, label)
     atomic_write(os.path.join(out, "RESULTS.md"), text)
+    # Every run's edits per utterance, so that each figure can be recomputed.
+    write_utterances(
+        os.path.join(out, "utterances.json"),
+        {
+            "/".join(filter(None, configuration_and_seed(c))): read_edit_counts(
+                RunFolder(c).per_test_file
+            )
+            for c in copies
+        },
+    )
     print(text, end="")
 
 
