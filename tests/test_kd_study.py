@@ -422,6 +422,18 @@ def test_valid_decode_uses_a_runs_own_valid_manifest(tmp_path):
     with pytest.raises(valid_decode.ValidDecodeError, match="--annotation"):
         valid_decode.main(["--out", str(tmp_path / "v"), "--annotation",
                            str(tmp_path / "none.json"), str(run)])  # fmt: skip
+    # --annotation_root: a copy of the manifest with {data_root} resolved.
+    manifest = tmp_path / "test.json"
+    manifest.write_text(json.dumps({"U1": {"wav": "{data_root}/TEST/U1.WAV"}}))
+    (tmp_path / "flite").mkdir()
+    copy = valid_decode.resolved_annotation(
+        str(manifest), str(tmp_path / "flite"), str(tmp_path / "out")
+    )
+    assert copy == str(tmp_path / "out" / "test.json")
+    resolved = json.loads(open(copy).read())["U1"]["wav"]
+    assert resolved == f"{tmp_path}/flite/TEST/U1.WAV"
+    with pytest.raises(valid_decode.ValidDecodeError, match="no such folder"):
+        valid_decode.resolved_annotation(str(manifest), "/no/such", str(tmp_path))
 
 
 def test_plan_of_the_matched_controls(tmp_path):

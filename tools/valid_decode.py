@@ -13,8 +13,9 @@ original folder is not touched.
 
 ``--annotation`` decodes another manifest instead of each run's valid set,
 for example the test sentences of the study's corpus spoken by another
-synthesiser (docs/mini-corpus.md): its ``wav`` paths must be absolute, or
-under the runs' ``--data_folder`` (``{data_root}``).
+synthesiser (docs/mini-corpus.md). Its ``wav`` paths are resolved against
+``--annotation_root`` (a copy with ``{data_root}`` replaced is written to the
+output folder), else against each run's ``--data_folder``.
 
     python tools/valid_decode.py --out results/valid_decode --baseline baseline \\
         results/kd_study30/students/*/seed*
@@ -132,6 +133,24 @@ def decode_valid(folder, out, annotation=None):
     return copy
 
 
+def resolved_annotation(annotation, root, out):
+    """A copy of the manifest ``annotation`` in ``out`` with ``{data_root}``
+    in its wav paths replaced by ``root``; returns the copy's path."""
+    import json
+
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise ValidDecodeError(f"--annotation_root {root}: no such folder")
+    with open(annotation, encoding="utf-8") as f:
+        entries = json.load(f)
+    for entry in entries.values():
+        entry["wav"] = entry["wav"].replace("{data_root}", root)
+    os.makedirs(out, exist_ok=True)
+    copy = os.path.join(out, os.path.basename(annotation))
+    atomic_write(copy, json.dumps(entries, indent=1) + "\n")
+    return copy
+
+
 def summary(copies, baselines, label="valid PER (test decoding)"):
     """Markdown: ``label``'s PER per configuration, and each one against each
     of ``baselines``, seed with seed."""
@@ -179,14 +198,19 @@ def main(argv=None):
     )  # fmt: skip
     parser.add_argument(
         "--baseline",
-        nargs="+",
+        action="append",
         default=[],
-        help="configurations the others are tested against, seed with seed",
+        help="a configuration the others are tested against, seed with seed "
+        "(repeat the option for several)",
     )
     parser.add_argument(
         "--annotation",
         help="decode this manifest (JSON, as timit_prepare.py writes) instead "
         "of each run's valid set",
+    )
+    parser.add_argument(
+        "--annotation_root",
+        help="the corpus folder that --annotation's {data_root} stands for",
     )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
@@ -198,6 +222,10 @@ def main(argv=None):
             "written by timit_prepare.py (DATA_FOLDER OUT_DIR writes "
             "OUT_DIR/test.json)."
         )
+    if args.annotation_root:
+        if not annotation:
+            raise ValidDecodeError("--annotation_root needs --annotation")
+        annotation = resolved_annotation(annotation, args.annotation_root, out)
     for folder in args.runs:  # every error before any decoding
         valid_command(os.path.abspath(folder), out, annotation)
     with ThreadPoolExecutor(args.jobs) as pool:
