@@ -509,6 +509,7 @@ def _signal_when(command, log_path, marker, sig, timeout=240):
     return proc.wait(timeout=timeout)
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_sigint_mid_epoch_is_one_message_and_the_rerun_finishes(mini_corpus, tmp_path):
     out = tmp_path / "tea0"
     command = ["train_teacher.py", *stage_args(mini_corpus, out), *TINY_RUN]
@@ -538,6 +539,7 @@ def test_a_signal_mid_store_leaves_no_part_and_the_rerun_finishes(
     assert len(glob.glob(str(store / "*.h5"))) == 1
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_sigterm_to_the_process_group_mid_epoch_checkpoints_and_exits_75(
     mini_corpus, teacher_store, tmp_path
 ):

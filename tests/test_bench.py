@@ -234,6 +234,7 @@ def test_run_all_cli_writes_files(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "work").exists()  # nothing to make for this one
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_corpus_speed_times_each_synthesiser_side_by_side(tmp_path):
     """A toy corpus (3 speakers, 3 utterances each) per synthesiser, twice,
     in alternating order; Flite only where it is installed (else eSpeak NG

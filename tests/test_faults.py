@@ -731,6 +731,7 @@ def _data_root(experiment):
 # ------------------------------------- 8. an epoch redone after a kill
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_epoch_redone_after_a_killed_checkpoint_save_counts_in_wall_time(
     tiny_teachers, tmp_path
 ):

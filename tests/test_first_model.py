@@ -12,6 +12,7 @@ from conftest import run_script
 from tools import first_model
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_first_model_trains_exports_and_transcribes(mini_corpus, tmp_path):
     out = tmp_path / "first"
     argv = ["tools/first_model.py", "--data_folder", mini_corpus,

@@ -324,6 +324,7 @@ def test_the_mixed_corpus_is_timits_layout_with_good_labels(mixed_corpus, tmp_pa
     assert sizes == [48, 16, 16]
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_same_arguments_same_bytes_and_each_family_is_its_own_corpus(
     mixed_corpus, mini_corpus, tmp_path
 ):

@@ -248,6 +248,7 @@ def test_prepare_timit(mini_corpus, tmp_path):
 # Determinism, reuse, command line
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_same_seed_same_bytes(mini_corpus, tmp_path):
     out = tmp_path / "again"
     summary = make_mini_timit(str(out), seed=7, preset="tiny", num_workers=1)
@@ -255,6 +256,7 @@ def test_same_seed_same_bytes(mini_corpus, tmp_path):
     assert tree_hashes(str(out)) == tree_hashes(mini_corpus)
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_cli_other_seed_differs(mini_corpus, tmp_path):
     out = tmp_path / "other"
     args = [

@@ -52,6 +52,7 @@ def epochs_logged(out):
     return [int(e) for e in re.findall(r"^epoch: (\d+)", log, re.M)]
 
 
+@pytest.mark.slow  # 10-35 s: in .ci/run's slow step, out of the 10-minute command
 def test_sigusr1_checkpoints_mid_epoch_and_the_rerun_resumes(mini_corpus, tmp_path):
     out = tmp_path / "tea0"
     command = [
