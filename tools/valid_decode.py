@@ -30,6 +30,7 @@ redone.
 """
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -136,8 +137,6 @@ def decode_valid(folder, out, annotation=None):
 def resolved_annotation(annotation, root, out):
     """A copy of the manifest ``annotation`` in ``out`` with ``{data_root}``
     in its wav paths replaced by ``root``; returns the copy's path."""
-    import json
-
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise ValidDecodeError(f"--annotation_root {root}: no such folder")
@@ -151,15 +150,21 @@ def resolved_annotation(annotation, root, out):
     return copy
 
 
-def summary(copies, baselines, label="valid PER (test decoding)"):
-    """Markdown: ``label``'s PER per configuration, and each one against each
-    of ``baselines``, seed with seed."""
+def edit_counts(copies):
+    """{configuration: {seed: ``read_edit_counts``}} of decoded copies."""
     scores = {}
     for copy in copies:
         config, seed = configuration_and_seed(copy)
         scores.setdefault(config, {})[seed] = read_edit_counts(
             RunFolder(copy).per_test_file
         )
+    return scores
+
+
+def summary(scores, baselines, label="valid PER (test decoding)"):
+    """Markdown: ``label``'s PER per configuration of ``scores``
+    (``edit_counts``), and each one against each of ``baselines``, seed with
+    seed."""
     lines = [
         f"| model | seeds | {label} | per seed |",
         "|---|---|---|---|",
@@ -179,6 +184,7 @@ def summary(copies, baselines, label="valid PER (test decoding)"):
         base = scores.get(baseline, {})
         for config, by_seed in scores.items():
             seeds = [s for s in by_seed if s in base]
+            # A pair already compared the other way round is not repeated.
             if config == baseline or not seeds or (baseline, config) in done:
                 continue
             done.add((config, baseline))
@@ -240,16 +246,16 @@ def main(argv=None):
         if annotation
         else "valid PER (test decoding)"
     )
-    text = summary(copies, args.baseline, label)
+    scores = edit_counts(copies)
+    text = summary(scores, args.baseline, label)
     atomic_write(os.path.join(out, "RESULTS.md"), text)
     # Every run's edits per utterance, so that each figure can be recomputed.
     write_utterances(
         os.path.join(out, "utterances.json"),
         {
-            "/".join(filter(None, configuration_and_seed(c))): read_edit_counts(
-                RunFolder(c).per_test_file
-            )
-            for c in copies
+            "/".join(filter(None, (config, seed))): counts
+            for config, by_seed in scores.items()
+            for seed, counts in by_seed.items()
         },
     )
     print(text, end="")
