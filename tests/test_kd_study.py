@@ -722,3 +722,30 @@ def test_the_study_runs_on_the_mixed_corpus_and_keeps_a_corpus_to_its_preset(
     assert kd_study.make_corpus(plan(tmp_path)[0], print) == str(corpus)
     with pytest.raises(SystemExit):
         kd_study.parse_args(["--corpus_preset", "tiny"])
+
+
+def test_the_threshold_is_chosen_on_valid_from_complete_candidates():
+    """Issue 32: MAX_DISAGREEMENT is the candidate with the lowest mean valid
+    PER (test PER plays no part); the unfiltered student competes too; with
+    a candidate missing or at other seeds, nothing is chosen."""
+
+    def group(valid, seeds=(2000, 2001, 2002)):
+        return {"seeds": list(seeds), "valid_PER": {"mean": valid},
+                "test_PER": {"mean": 1.0}}  # fmt: skip
+
+    by_name = {"weighted-loo-1x": group(6.10)}
+    for limit, valid in zip(kd_study.MAX_DISAGREEMENT_CANDIDATES, (6.30, 5.90, 6.00)):
+        by_name[f"weighted-loo-filter-1x-max{limit:g}"] = group(valid)
+    sentence = kd_study.threshold_choice(by_name)
+    assert sentence.startswith(
+        "The disagreement threshold, chosen on valid (mean valid PER over 3 "
+        "seed(s), 2000-2002: no filter 6.10 %, 10 % 6.30 %, 15 % 5.90 %, "
+        "20 % 6.00 %): 15 % (weighted-loo-filter-1x-max15); "
+    )
+    assert sentence.endswith("set it (now 20).")
+    by_name["weighted-loo-1x"] = group(5.80)
+    assert "the filter is not chosen" in kd_study.threshold_choice(by_name)
+    by_name["weighted-loo-filter-1x-max10"] = group(6.30, seeds=(2000, 2001))
+    assert kd_study.threshold_choice(by_name) is None
+    del by_name["weighted-loo-filter-1x-max10"]
+    assert kd_study.threshold_choice(by_name) is None

@@ -1123,6 +1123,39 @@ def oracle_gaps(groups, by_name):
     return out
 
 
+def threshold_choice(by_name):
+    """The sentence that chooses ``MAX_DISAGREEMENT`` on valid: of the
+    unfiltered ``weighted-loo-1x`` and each ``weighted-loo-filter-1x-max<X>``,
+    the one with the lowest mean valid PER, once all of them have runs at the
+    same seeds (else None: no choice from unequal evidence). Test PER plays
+    no part."""
+    names = ["weighted-loo-1x"] + [
+        f"weighted-loo-filter-1x-max{limit:g}" for limit in MAX_DISAGREEMENT_CANDIDATES
+    ]
+    groups = [by_name.get(name) for name in names]
+    if any(g is None for g in groups) or len({tuple(g["seeds"]) for g in groups}) > 1:
+        return None
+    labels = ["no filter"] + [f"{limit:g} %" for limit in MAX_DISAGREEMENT_CANDIDATES]
+    valid = [g["valid_PER"]["mean"] for g in groups]
+    best = min(range(len(names)), key=lambda i: valid[i])
+    seeds = groups[0]["seeds"]
+    figures = ", ".join(f"{label} {v:.2f} %" for label, v in zip(labels, valid))
+    head = (
+        f"The disagreement threshold, chosen on valid (mean valid PER over "
+        f"{len(seeds)} seed(s), {min(seeds)}-{max(seeds)}: {figures}): "
+    )
+    if best == 0:
+        return head + (
+            "no threshold is below the unfiltered student: the filter is not "
+            "chosen."
+        )
+    limit = MAX_DISAGREEMENT_CANDIDATES[best - 1]
+    now = "as set" if limit == MAX_DISAGREEMENT else f"set it (now {MAX_DISAGREEMENT:g})"
+    return head + (
+        f"{limit:g} % ({names[best]}); MAX_DISAGREEMENT in tools/kd_study.py: {now}."
+    )
+
+
 def confirmations(args, by_name, groups, counts):
     """``--confirm NAME``: the configuration chosen on valid against its
     controls (its baselines, self-training, and for a KD student on the pool
@@ -1188,6 +1221,8 @@ def summarize(args, jobs, say, committed=None):
                 seen.add((record["name"], record["baseline"]))
                 comparisons.append(record)
     sentences = notes(groups, comparisons) + oracle_gaps(groups, by_name)
+    choice = threshold_choice(by_name)
+    sentences += [choice] if choice else []
     confirmed = confirmations(args, by_name, groups, counts)
     if confirmed:
         sentences.append(
