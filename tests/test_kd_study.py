@@ -734,7 +734,8 @@ def test_the_threshold_is_chosen_on_valid_from_complete_candidates():
                 "test_PER": {"mean": 1.0}}  # fmt: skip
 
     by_name = {"weighted-loo-1x": group(6.10)}
-    for limit, valid in zip(kd_study.MAX_DISAGREEMENT_CANDIDATES, (6.30, 5.90, 6.00)):
+    candidates = kd_study.MAX_DISAGREEMENT_CANDIDATES
+    for limit, valid in zip(candidates, (6.30, 5.90, 6.00), strict=True):
         by_name[f"weighted-loo-filter-1x-max{limit:g}"] = group(valid)
     sentence = kd_study.threshold_choice(by_name)
     assert sentence.startswith(

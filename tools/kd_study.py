@@ -1139,18 +1139,21 @@ def threshold_choice(by_name):
     valid = [g["valid_PER"]["mean"] for g in groups]
     best = min(range(len(names)), key=lambda i: valid[i])
     seeds = groups[0]["seeds"]
-    figures = ", ".join(f"{label} {v:.2f} %" for label, v in zip(labels, valid))
+    figures = ", ".join(
+        f"{label} {v:.2f} %" for label, v in zip(labels, valid, strict=True)
+    )
     head = (
         f"The disagreement threshold, chosen on valid (mean valid PER over "
         f"{len(seeds)} seed(s), {min(seeds)}-{max(seeds)}: {figures}): "
     )
     if best == 0:
         return head + (
-            "no threshold is below the unfiltered student: the filter is not "
-            "chosen."
+            "no threshold is below the unfiltered student: the filter is not chosen."
         )
     limit = MAX_DISAGREEMENT_CANDIDATES[best - 1]
-    now = "as set" if limit == MAX_DISAGREEMENT else f"set it (now {MAX_DISAGREEMENT:g})"
+    now = "as set"
+    if limit != MAX_DISAGREEMENT:
+        now = f"set it (now {MAX_DISAGREEMENT:g})"
     return head + (
         f"{limit:g} % ({names[best]}); MAX_DISAGREEMENT in tools/kd_study.py: {now}."
     )
