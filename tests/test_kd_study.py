@@ -587,7 +587,9 @@ def test_plan_of_the_iterate_group(tmp_path):
     for job in (gen1, gen2, by_name["gen3-4x/seed0"]):
         assert flag(job, "augment") == "true"  # the noise of Noisy Student
         assert flag(job, "unlabelled_scores") == "leave_one_out"
-        assert flag(job, "unlabelled_max_disagreement") == "20.0"
+        assert flag(job, "unlabelled_max_disagreement") == str(
+            kd_study.MAX_DISAGREEMENT
+        )
         assert flag(job, "unlabelled") == os.path.join(unlabelled, "4x.json")
     alone = by_name["gen2-alone-4x/seed0"]
     assert by_name["store-gen1-4x-T1-seed0"].after == ["gen1-4x/seed0"]
@@ -614,16 +616,16 @@ def test_plan_of_the_iterate_group(tmp_path):
     # The threshold's candidates: the 1x filtered student at each, differing
     # from the unfiltered leave-one-out student in that option alone.
     _, sweep = plan(tmp_path, "--groups", "iterate", "--models",
-                    "weighted-loo-1x", "weighted-loo-filter-1x-max10",
-                    "weighted-loo-filter-1x-max15")  # fmt: skip
+                    "weighted-loo-1x", "weighted-loo-filter-1x-max5",
+                    "weighted-loo-filter-1x-max7.5")  # fmt: skip
     by_name = {job.name: job for job in sweep}
     loo = by_name["weighted-loo-1x/seed0"]
-    for limit in ("10", "15"):
+    for limit in ("5", "7.5"):
         job = by_name[f"weighted-loo-filter-1x-max{limit}/seed0"]
-        assert flag(job, "unlabelled_max_disagreement") == f"{limit}.0"
+        assert flag(job, "unlabelled_max_disagreement") == str(float(limit))
         extra = [a for a in job.argv if a not in loo.argv]
-        assert extra == [job.folder, "--unlabelled_max_disagreement", f"{limit}.0"]
-    assert ("weighted-loo-filter-1x-max10", "weighted-loo-1x") in (
+        assert extra == [job.folder, "--unlabelled_max_disagreement", str(float(limit))]
+    assert ("weighted-loo-filter-1x-max7.5", "weighted-loo-1x") in (
         kd_study.iterate_pairs()
     )
     assert kd_study.generation_of("t3+gen2-4x") == "gen2-4x"
@@ -724,29 +726,39 @@ def test_the_study_runs_on_the_mixed_corpus_and_keeps_a_corpus_to_its_preset(
         kd_study.parse_args(["--corpus_preset", "tiny"])
 
 
-def test_the_threshold_is_chosen_on_valid_from_complete_candidates():
+def test_the_threshold_is_chosen_on_valid_from_complete_candidates(monkeypatch):
     """Issue 32: MAX_DISAGREEMENT is the candidate with the lowest mean valid
     PER (test PER plays no part); the unfiltered student competes too; with
     a candidate missing or at other seeds, nothing is chosen."""
+    monkeypatch.setattr(kd_study, "MAX_DISAGREEMENT_CANDIDATES", (5.0, 7.5, 10.0))
+    monkeypatch.setattr(kd_study, "MAX_DISAGREEMENT", 10.0)
 
-    def group(valid, seeds=(2000, 2001, 2002)):
+    def group(valid, test=1.0, seeds=(2000, 2001, 2002)):
         return {"seeds": list(seeds), "valid_PER": {"mean": valid},
-                "test_PER": {"mean": 1.0}}  # fmt: skip
+                "test_PER": {"mean": test}}  # fmt: skip
 
-    by_name = {"weighted-loo-1x": group(6.10)}
-    candidates = kd_study.MAX_DISAGREEMENT_CANDIDATES
-    for limit, valid in zip(candidates, (6.30, 5.90, 6.00), strict=True):
-        by_name[f"weighted-loo-filter-1x-max{limit:g}"] = group(valid)
+    # 10 % has the lowest test PER; valid alone decides.
+    by_name = {
+        "weighted-loo-1x": group(6.10),
+        "weighted-loo-filter-1x-max5": group(6.30),
+        "weighted-loo-filter-1x-max7.5": group(5.90),
+        "weighted-loo-filter-1x-max10": group(6.00, test=0.5),
+    }
     sentence = kd_study.threshold_choice(by_name)
-    assert sentence.startswith(
+    assert sentence == (
         "The disagreement threshold, chosen on valid (mean valid PER over 3 "
-        "seed(s), 2000-2002: no filter 6.10 %, 10 % 6.30 %, 15 % 5.90 %, "
-        "20 % 6.00 %): 15 % (weighted-loo-filter-1x-max15); "
+        "seed(s), 2000-2002: no filter 6.10 %, 5 % 6.30 %, 7.5 % 5.90 %, "
+        "10 % 6.00 %): 7.5 % (weighted-loo-filter-1x-max7.5); "
+        "MAX_DISAGREEMENT in tools/kd_study.py: set it (now 10)."
     )
-    assert sentence.endswith("set it (now 20).")
-    by_name["weighted-loo-1x"] = group(5.80)
+    by_name["weighted-loo-filter-1x-max10"] = group(5.80)
+    assert kd_study.threshold_choice(by_name).endswith(
+        "10 % (weighted-loo-filter-1x-max10); "
+        "MAX_DISAGREEMENT in tools/kd_study.py: as set."
+    )
+    by_name["weighted-loo-1x"] = group(5.70)
     assert "the filter is not chosen" in kd_study.threshold_choice(by_name)
-    by_name["weighted-loo-filter-1x-max10"] = group(6.30, seeds=(2000, 2001))
+    by_name["weighted-loo-filter-1x-max5"] = group(6.30, seeds=(2000, 2001))
     assert kd_study.threshold_choice(by_name) is None
-    del by_name["weighted-loo-filter-1x-max10"]
+    del by_name["weighted-loo-filter-1x-max5"]
     assert kd_study.threshold_choice(by_name) is None

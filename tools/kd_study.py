@@ -247,13 +247,16 @@ def unlabelled_configurations():
 # train_kd.py --unlabelled_max_disagreement). It is to be chosen on valid
 # before the runs (tools/consensus_quality.py --thresholds) and written here:
 # a run folder made with another value refuses the changed command.
-MAX_DISAGREEMENT = 20.0
+MAX_DISAGREEMENT = 7.5
 # The candidates it is chosen from, on valid, by the mean valid PER of
 # ``weighted-loo-filter-1x-max<X>`` over seeds (each against
-# ``weighted-loo-1x``, no filter): where the consensus PER on valid falls
-# most for the audio it keeps (docs/kd_study/iterate/consensus_quality.json:
-# 10 % keeps 67 % of valid, 15 % 92 %, 20 % 98 %).
-MAX_DISAGREEMENT_CANDIDATES = (10.0, 15.0, 20.0)
+# ``weighted-loo-1x``, no filter). Set from the 60-epoch teachers' store
+# (docs/kd_study/iterate/consensus_quality_teachers60.json), whose teachers
+# disagree less than the 30-epoch ones: on valid 5 % keeps 45 % of the audio
+# (consensus PER 3.32 %), 7.5 % keeps 67 % (3.83 %), 10 % keeps 83 % (4.64 %);
+# 15 % and 20 % keep about 98 % and barely filter. 7.5 stands until the
+# summary names the choice.
+MAX_DISAGREEMENT_CANDIDATES = (5.0, 7.5, 10.0)
 # Methods 1 and 3: leave-one-out teacher scores, the pool filtered by the
 # teachers' disagreement.
 LOO = {"unlabelled_scores": "leave_one_out"}
@@ -1129,34 +1132,33 @@ def threshold_choice(by_name):
     the one with the lowest mean valid PER, once all of them have runs at the
     same seeds (else None: no choice from unequal evidence). Test PER plays
     no part."""
-    names = ["weighted-loo-1x"] + [
-        f"weighted-loo-filter-1x-max{limit:g}" for limit in MAX_DISAGREEMENT_CANDIDATES
+    # (label, configuration, threshold); the unfiltered student competes.
+    entries = [("no filter", "weighted-loo-1x", None)] + [
+        (f"{limit:g} %", f"weighted-loo-filter-1x-max{limit:g}", limit)
+        for limit in MAX_DISAGREEMENT_CANDIDATES
     ]
-    groups = [by_name.get(name) for name in names]
+    groups = [by_name.get(name) for _, name, _ in entries]
     if any(g is None for g in groups) or len({tuple(g["seeds"]) for g in groups}) > 1:
         return None
-    labels = ["no filter"] + [f"{limit:g} %" for limit in MAX_DISAGREEMENT_CANDIDATES]
     valid = [g["valid_PER"]["mean"] for g in groups]
-    best = min(range(len(names)), key=lambda i: valid[i])
+    best = min(range(len(entries)), key=lambda i: valid[i])
     seeds = groups[0]["seeds"]
     figures = ", ".join(
-        f"{label} {v:.2f} %" for label, v in zip(labels, valid, strict=True)
+        f"{label} {v:.2f} %" for (label, _, _), v in zip(entries, valid, strict=True)
     )
     head = (
         f"The disagreement threshold, chosen on valid (mean valid PER over "
         f"{len(seeds)} seed(s), {min(seeds)}-{max(seeds)}: {figures}): "
     )
-    if best == 0:
+    _, name, limit = entries[best]
+    if limit is None:
         return head + (
             "no threshold is below the unfiltered student: the filter is not chosen."
         )
-    limit = MAX_DISAGREEMENT_CANDIDATES[best - 1]
     now = "as set"
     if limit != MAX_DISAGREEMENT:
         now = f"set it (now {MAX_DISAGREEMENT:g})"
-    return head + (
-        f"{limit:g} % ({names[best]}); MAX_DISAGREEMENT in tools/kd_study.py: {now}."
-    )
+    return head + f"{limit:g} % ({name}); MAX_DISAGREEMENT in tools/kd_study.py: {now}."
 
 
 def confirmations(args, by_name, groups, counts):
