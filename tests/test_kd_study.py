@@ -436,6 +436,28 @@ def test_valid_decode_uses_a_runs_own_valid_manifest(tmp_path):
         valid_decode.resolved_annotation(str(manifest), "/no/such", str(tmp_path))
 
 
+def test_valid_decode_compares_the_pairs_asked_for():
+    """--pair limits the comparisons to the pairs given (two model sizes are
+    not compared unless asked); --baseline adds every configuration against
+    it, a pair listed either way round once; an unknown name is an error
+    naming the option."""
+    import valid_decode
+
+    scores = dict.fromkeys(["base", "kd", "base-half", "kd-half"])
+    pairs = [("kd", "base"), ("kd-half", "base-half")]
+    assert valid_decode.comparisons(scores, pairs=pairs) == pairs
+    assert valid_decode.comparisons(scores, ["base"], pairs) == [
+        ("kd", "base"), ("kd-half", "base-half"),
+        ("base-half", "base"), ("kd-half", "base"),
+    ]  # fmt: skip
+    assert valid_decode.comparisons(scores, ["base", "kd"]) == [
+        ("kd", "base"), ("base-half", "base"), ("kd-half", "base"),
+        ("base-half", "kd"), ("kd-half", "kd"),
+    ]  # fmt: skip
+    with pytest.raises(valid_decode.ValidDecodeError, match="--pair kd teacher"):
+        valid_decode.comparisons(scores, pairs=[("kd", "teacher")])
+
+
 def test_plan_of_the_matched_controls(tmp_path):
     """baseline-matched: the labelled-only student for as many updates as a
     1x pool student (twice the epochs over half the utterances); the half

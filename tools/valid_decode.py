@@ -23,8 +23,9 @@ output folder), else against each run's ``--data_folder``.
 Run folders named ``.../<configuration>/seed<N>`` are grouped by
 configuration. It writes ``RESULTS.md`` in ``--out``: every configuration's
 valid PER (mean ± std over seeds, and each seed), and each configuration
-against ``--baseline`` (paired bootstrap over the valid utterances, seed i
-with seed i, as ``summarize_results.py`` does on test), and every run's
+against ``--baseline`` (or only the pairs given with ``--pair CONFIGURATION
+BASELINE``; paired bootstrap over the valid utterances, seed i with seed i,
+as ``summarize_results.py`` does on test), and every run's
 edits per utterance in ``utterances.json``. Decodings already done are not
 redone.
 """
@@ -161,10 +162,34 @@ def edit_counts(copies):
     return scores
 
 
-def summary(scores, baselines, label="valid PER (test decoding)"):
+def comparisons(scores, baselines=(), pairs=()):
+    """(configuration, baseline) pairs to test, in order: each of ``pairs``
+    as given, then every configuration of ``scores`` against each of
+    ``baselines`` (a pair already listed, either way round, is not repeated).
+    A configuration named in ``pairs`` must be in ``scores``."""
+    for config, baseline in pairs:
+        for name in (config, baseline):
+            if name not in scores:
+                raise ValidDecodeError(
+                    f"--pair {config} {baseline}: no run folder of {name} among "
+                    f"the runs ({', '.join(scores)}). Give its folders too, or "
+                    "fix the name."
+                )
+    out = [tuple(pair) for pair in pairs]
+    for baseline in baselines:
+        for config in scores:
+            if config == baseline or {(config, baseline), (baseline, config)} & set(
+                out
+            ):
+                continue
+            out.append((config, baseline))
+    return out
+
+
+def summary(scores, baselines, label="valid PER (test decoding)", pairs=()):
     """Markdown: ``label``'s PER per configuration of ``scores``
-    (``edit_counts``), and each one against each of ``baselines``, seed with
-    seed."""
+    (``edit_counts``), and each of ``comparisons(scores, baselines, pairs)``,
+    seed with seed (the seeds both have)."""
     lines = [
         f"| model | seeds | {label} | per seed |",
         "|---|---|---|---|",
@@ -179,19 +204,13 @@ def summary(scores, baselines, label="valid PER (test decoding)"):
             + " / ".join(f"{p:.2f}" for p in pers) + " |"
         )  # fmt: skip
     lines.append("")
-    done = set()
-    for baseline in baselines:
-        base = scores.get(baseline, {})
-        for config, by_seed in scores.items():
-            seeds = [s for s in by_seed if s in base]
-            # A pair already compared the other way round is not repeated.
-            if config == baseline or not seeds or (baseline, config) in done:
-                continue
-            done.add((config, baseline))
-            result = paired_bootstrap(
-                [base[s] for s in seeds], [by_seed[s] for s in seeds]
-            )
-            lines.append(f"- {describe(config, baseline, result)}")
+    for config, baseline in comparisons(scores, baselines, pairs):
+        base, by_seed = scores.get(baseline, {}), scores[config]
+        seeds = [s for s in by_seed if s in base]
+        if not seeds:
+            continue
+        result = paired_bootstrap([base[s] for s in seeds], [by_seed[s] for s in seeds])
+        lines.append(f"- {describe(config, baseline, result)}")
     return "\n".join(lines) + "\n"
 
 
@@ -206,8 +225,17 @@ def main(argv=None):
         "--baseline",
         action="append",
         default=[],
-        help="a configuration the others are tested against, seed with seed "
+        help="a configuration every other is tested against, seed with seed "
         "(repeat the option for several)",
+    )
+    parser.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("CONFIGURATION", "BASELINE"),
+        help="test this configuration against this baseline only, seed with "
+        "seed (repeat for several; with --baseline, both sets of lines)",
     )
     parser.add_argument(
         "--annotation",
@@ -234,6 +262,8 @@ def main(argv=None):
         annotation = resolved_annotation(annotation, args.annotation_root, out)
     for folder in args.runs:  # every error before any decoding
         valid_command(os.path.abspath(folder), out, annotation)
+    named = {configuration_and_seed(folder)[0] for folder in args.runs}
+    comparisons(dict.fromkeys(named), pairs=args.pair)
     with ThreadPoolExecutor(args.jobs) as pool:
         copies = list(
             pool.map(
@@ -247,7 +277,7 @@ def main(argv=None):
         else "valid PER (test decoding)"
     )
     scores = edit_counts(copies)
-    text = summary(scores, args.baseline, label)
+    text = summary(scores, args.baseline, label, pairs=args.pair)
     atomic_write(os.path.join(out, "RESULTS.md"), text)
     # Every run's edits per utterance, so that each figure can be recomputed.
     write_utterances(
