@@ -523,7 +523,11 @@ def test_sigint_mid_epoch_is_one_message_and_the_rerun_finishes(mini_corpus, tmp
     assert (out / "per_test.txt").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+# The SIGTERM case (exit 75, requeue) runs in .ci/run's slow step, to keep
+# the default run under 10 minutes on 2 cores.
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
 def test_a_signal_mid_store_leaves_no_part_and_the_rerun_finishes(
     mini_corpus, teacher_list, tmp_path, sig
 ):
