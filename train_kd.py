@@ -48,6 +48,8 @@ from mtkd.distill import (
     check_store_matches,
     check_unlabelled_store,
     dropped_note,
+    epochs_for_unfiltered_updates,
+    keep_by_disagreement,
     load_pretrained_encoder,
     mixed_train_manifest,
 )
@@ -87,6 +89,11 @@ def check_kd_keys(hparams):
             f"unlabelled_max_disagreement must be null or a PER in % (>= 0), "
             f"got {threshold}"
         )
+    if hparams.get("unlabelled_match_updates") and hparams.get("dynamic_batching"):
+        raise HparamsError(
+            "unlabelled_match_updates counts updates as fixed-size batches: set "
+            "dynamic_batching False, or unlabelled_match_updates False."
+        )
     if hparams.get("unlabelled"):
         missing = [
             key for key in ("unlabelled_annotation", "mixed_train_annotation",
@@ -110,6 +117,7 @@ def training_data(hparams, store):
     prepare_unlabelled_manifest(hparams)
     pseudo_refs, disagreement = check_unlabelled_store(store, hparams)
     seen = {}
+    epochs = match_unfiltered_updates(hparams, pseudo_refs, disagreement)
 
     def write():
         seen.update(
@@ -124,6 +132,8 @@ def training_data(hparams, store):
             )
         )
         seen["unlabelled_alpha"] = hparams["unlabelled_alpha"]
+        if epochs:
+            seen["epochs"] = epochs
         path = os.path.join(hparams["output_folder"], "data_seen.json")
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(seen, f, indent=2)
@@ -141,9 +151,35 @@ def training_data(hparams, store):
                 f"h; {seen['unlabelled_empty_consensus']} left out: empty "
                 f"consensus{dropped_note(seen)}) - data_seen.json\n"
             )
+            if epochs:
+                f.write(
+                    f"# epochs: {epochs['trained']}, not {epochs['asked']}: as many "
+                    "updates as without the filter (unlabelled_match_updates)\n"
+                )
 
     run_on_main(write)
     return {**hparams, "train_annotation": hparams["mixed_train_annotation"]}
+
+
+def match_unfiltered_updates(hparams, pseudo_refs, disagreement):
+    """With ``unlabelled_match_updates`` and a disagreement filter: raises the
+    epoch counter's limit so that the run takes as many optimiser updates as
+    the same run without the filter (``epochs_for_unfiltered_updates``), and
+    returns {"asked", "trained"} epochs for the run's record; else None.
+    Every process computes it (the same on each), so DDP ranks agree."""
+    threshold = hparams.get("unlabelled_max_disagreement")
+    if not hparams.get("unlabelled_match_updates") or threshold is None:
+        return None
+    usable = [u for u, ref in pseudo_refs.items() if len(ref)]  # as the manifest
+    kept = keep_by_disagreement(disagreement, threshold, usable)
+    with open(hparams["train_annotation"], encoding="utf-8") as f:
+        labelled = len(json.load(f))
+    asked = hparams["number_of_epochs"]
+    trained = epochs_for_unfiltered_updates(
+        asked, hparams["batch_size"], labelled, len(usable), len(kept)
+    )
+    hparams["epoch_counter"].limit = trained
+    return {"asked": asked, "trained": trained}
 
 
 def main(argv):

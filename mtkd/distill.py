@@ -8,6 +8,7 @@ the supervised losses with the distillation losses of ``mtkd.strategies``.
 """
 
 import json
+import math
 import os
 from types import SimpleNamespace
 
@@ -294,6 +295,20 @@ def keep_by_disagreement(disagreement, max_disagreement, utt_ids):
             "null for no filter."
         )
     return kept
+
+
+def epochs_for_unfiltered_updates(epochs, batch_size, labelled, usable, kept):
+    """The epochs that give a student trained on ``labelled`` + ``kept`` pool
+    utterances as many optimiser updates as ``epochs`` epochs would on
+    ``labelled`` + ``usable`` (the pool without the disagreement filter).
+
+    An epoch is ceil(utterances / batch_size) batches; the result is rounded
+    to the nearest epoch and never below ``epochs``. For example 30 epochs,
+    batch 8, 384 labelled, 384 usable and 161 kept: 30 x 96 = 2,880 updates
+    at 69 batches an epoch -> 42 epochs (2,898 updates)."""
+    updates = epochs * math.ceil((labelled + usable) / batch_size)
+    per_epoch = math.ceil((labelled + kept) / batch_size)
+    return max(epochs, round(updates / per_epoch))
 
 
 def dropped_note(seen):

@@ -609,6 +609,7 @@ def test_plan_of_the_iterate_group(tmp_path):
     for job in (gen1, gen2, by_name["gen3-4x/seed0"]):
         assert flag(job, "augment") == "true"  # the noise of Noisy Student
         assert flag(job, "unlabelled_scores") == "leave_one_out"
+        assert flag(job, "unlabelled_match_updates") == "true"
         assert flag(job, "unlabelled_max_disagreement") == str(
             kd_study.MAX_DISAGREEMENT
         )
@@ -646,7 +647,10 @@ def test_plan_of_the_iterate_group(tmp_path):
         job = by_name[f"weighted-loo-filter-1x-max{limit}/seed0"]
         assert flag(job, "unlabelled_max_disagreement") == str(float(limit))
         extra = [a for a in job.argv if a not in loo.argv]
-        assert extra == [job.folder, "--unlabelled_max_disagreement", str(float(limit))]
+        assert extra == [
+            job.folder, "--unlabelled_max_disagreement", str(float(limit)),
+            "--unlabelled_match_updates", "true",
+        ]  # fmt: skip
     assert ("weighted-loo-filter-1x-max7.5", "weighted-loo-1x") in (
         kd_study.iterate_pairs()
     )

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from types import SimpleNamespace
@@ -26,7 +27,12 @@ import save_teachers
 from mtkd import RecipeError
 from mtkd.brain import Predictions
 from mtkd.consensus import consensus, edit_distances, error_rates_against
-from mtkd.distill import KDBrain, keep_by_disagreement, mixed_train_manifest
+from mtkd.distill import (
+    KDBrain,
+    epochs_for_unfiltered_updates,
+    keep_by_disagreement,
+    mixed_train_manifest,
+)
 from mtkd.runs import best_checkpoint_model_path
 from mtkd.store import StoreError, TeacherStore
 from mtkd.store.format import UNLABELLED, unlabelled_part_files
@@ -584,6 +590,56 @@ def test_leave_one_out_scores_need_three_teachers(
     assert os.path.abspath(teacher_list) in message
 
 
+def test_epochs_for_unfiltered_updates_by_hand():
+    # 30 epochs of (384 + 384) / 8 = 96 batches: 2,880 updates; with 161 of
+    # the pool kept an epoch is ceil(545 / 8) = 69 batches: 2,880 / 69 = 41.7.
+    assert epochs_for_unfiltered_updates(30, 8, 384, 384, 161) == 42
+    assert epochs_for_unfiltered_updates(30, 8, 384, 384, 384) == 30
+    # 10 x ceil(20 / 4) = 50 updates; ceil(13 / 4) = 4 batches: 12.5 -> 12.
+    assert epochs_for_unfiltered_updates(10, 4, 10, 10, 3) == 12
+    # Never fewer epochs than asked.
+    assert epochs_for_unfiltered_updates(1, 8, 10, 1, 0) == 1
+
+
+def test_a_filtered_run_matches_the_updates_of_the_unfiltered_one(tmp_path):
+    """train_kd.py: with unlabelled_match_updates the epoch counter's limit
+    becomes the epochs of as many updates as without the filter, counting
+    the pool as the manifest does (an empty consensus is left out either
+    way); without the option or the filter nothing changes."""
+    import train_kd
+
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps({f"L{i}": {} for i in range(12)}))
+    refs = {"a": [1, 2], "b": [3], "c": [], "d": [4], "e": [5, 6]}
+    spread = {"a": 0.0, "b": 4.0, "c": 0.0, "d": 30.0, "e": 50.0}
+    counter = SimpleNamespace(limit=10)
+    hparams = {
+        "unlabelled_match_updates": True, "unlabelled_max_disagreement": 5.0,
+        "train_annotation": str(train), "number_of_epochs": 10, "batch_size": 4,
+        "epoch_counter": counter,
+    }  # fmt: skip
+    # Unfiltered: 12 + 4 usable = 4 batches, 40 updates; kept a and b:
+    # 14 -> 4 batches too, so 10 epochs.
+    assert train_kd.match_unfiltered_updates(hparams, refs, spread) == {
+        "asked": 10, "trained": 10}  # fmt: skip
+    hparams["batch_size"] = 2  # 8 batches, 80 updates; a, b: 7 -> 11.4 -> 11
+    assert train_kd.match_unfiltered_updates(hparams, refs, spread) == {
+        "asked": 10, "trained": 11}  # fmt: skip
+    assert counter.limit == 11
+    counter.limit = 10
+    for off in ({"unlabelled_match_updates": False},
+                {"unlabelled_max_disagreement": None}):  # fmt: skip
+        assert (
+            train_kd.match_unfiltered_updates({**hparams, **off}, refs, spread) is None
+        )
+        assert counter.limit == 10
+    with pytest.raises(train_kd.HparamsError, match="dynamic_batching False"):
+        train_kd.check_kd_keys(
+            {"tea_infer_dir": "s", "strategy": "weighted", "weight_scope": "batch",
+             "unlabelled_match_updates": True, "dynamic_batching": True}
+        )  # fmt: skip
+
+
 def test_unlabelled_options_out_of_range_are_refused(
     mini_corpus, teacher_store, tmp_path
 ):
@@ -623,7 +679,8 @@ def generation(mini_corpus, teacher_list, teacher_store, mixed_runs, tmp_path_fa
         mini_corpus, store, root / "gen2", "--pretrain", "False", "--unlabelled",
         "timit_sa", "--strategy", "weighted", "--alpha", "0.5",
         "--unlabelled_scores", "leave_one_out", "--unlabelled_max_disagreement",
-        threshold, "--augment", "True", *SMALL_STUDENT,
+        threshold, "--unlabelled_match_updates", "True", "--augment", "True",
+        *SMALL_STUDENT,
     )  # fmt: skip
     return {"store": store, "list": str(listing), "student": student,
             "run": run, "threshold": threshold, "spread": spread}  # fmt: skip
@@ -645,6 +702,19 @@ def test_a_student_teaches_the_next_generation(generation):
     assert seen["unlabelled_dropped_disagreement"]["utterances"] == dropped
     kept = seen["unlabelled"]["utterances"] + seen["unlabelled_empty_consensus"]
     assert kept == 12 - dropped
+    # As many updates as without the filter (1 epoch, batch 3, the pool's
+    # utterances with a consensus): the epochs it took are in its log.
+    usable = sum(
+        len(store.pseudo_reference(u)) > 0 for u in store.utterance_ids(UNLABELLED)
+    )
+    epochs = epochs_for_unfiltered_updates(
+        1, 3, seen["labelled"]["utterances"], usable, seen["unlabelled"]["utterances"]
+    )
+    assert seen["epochs"] == {"asked": 1, "trained": epochs}
+    logged = re.findall(
+        r"^epoch: (\d+)", open(os.path.join(run, "train_log.txt")).read(), re.M
+    )
+    assert logged == [str(e) for e in range(1, epochs + 1)]
     resolved = open(os.path.join(run, "hyperparams.yaml")).read()
     assert "augment: true" in resolved.lower()
     assert "unlabelled_scores: leave_one_out" in resolved

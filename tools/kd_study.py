@@ -260,7 +260,11 @@ MAX_DISAGREEMENT_CANDIDATES = (5.0, 7.5, 10.0)
 # Methods 1 and 3: leave-one-out teacher scores, the pool filtered by the
 # teachers' disagreement.
 LOO = {"unlabelled_scores": "leave_one_out"}
-LOO_FILTER = {**LOO, "unlabelled_max_disagreement": MAX_DISAGREEMENT}
+# A filtered run trains as many updates as the same run without the filter
+# (more epochs over less audio), so that the filter differs from no filter
+# in the audio alone.
+MATCH_UPDATES = {"unlabelled_match_updates": True}
+LOO_FILTER = {**LOO, "unlabelled_max_disagreement": MAX_DISAGREEMENT, **MATCH_UPDATES}
 # The generations' pool and their noise (Noisy Student): the original
 # recipe's augmentation on every generation's student.
 GENERATION_POOL = "4x"
@@ -316,7 +320,7 @@ def iterate_configurations():
     for limit in MAX_DISAGREEMENT_CANDIDATES:
         configs.append(
             (f"weighted-loo-filter-1x-max{limit:g}", group, "t3", 1.0,
-             {**kd, "unlabelled_max_disagreement": limit})
+             {**kd, "unlabelled_max_disagreement": limit, **MATCH_UPDATES})
         )  # fmt: skip
     configs.append(
         ("weighted-loo-filter-4x-half", group, "t3", 1.0,
