@@ -69,7 +69,8 @@ def parse_train_log(path):
     ``valid_PER``, ``valid_CTC_PER``, ``time_s`` (None in logs written before
     the time was logged), in file order, a resumed run's repeated epochs
     replaced by their last occurrence; ``test`` is the last test row (dict with
-    ``PER``, ``CTC_PER``, ``time_s``) or None.
+    ``PER``, ``CTC_PER``, ``time_s``, ``epoch``: the epoch whose checkpoint
+    it loaded, None if not logged) or None.
     """
     by_epoch, test = {}, None
     with open(path, encoding="utf-8") as f:
@@ -88,6 +89,7 @@ def parse_train_log(path):
                     "PER": float(values["test PER"]),
                     "CTC_PER": float(values.get("test CTC_PER", "nan")),
                     "time_s": _float_or_none(values.get("time_s")),
+                    "epoch": _int_or_none(values.get("Epoch loaded")),
                 }
     return [by_epoch[e] for e in sorted(by_epoch)], test
 
@@ -106,6 +108,10 @@ def logged_epoch_times(path):
 
 def _float_or_none(text):
     return None if text is None else float(text)
+
+
+def _int_or_none(text):
+    return None if text is None else int(float(text))
 
 
 def top_level_values(path):
@@ -187,7 +193,12 @@ def read_run(folder):
         raise ResultsError(f"{paths['train_log.txt']}: no epoch line.")
     metric = values.get("selection_metric", "PER")
     key = "valid_CTC_PER" if metric == "CTC_PER" else "valid_PER"
-    best = min(epochs, key=lambda row: row[key])
+    lowest = min(row[key] for row in epochs)
+    tied = [row for row in epochs if row[key] == lowest]
+    # Among epochs tied at the lowest figure, the one the test loaded: the
+    # Checkpointer keeps one of them (a later one, as seen), not always the first.
+    loaded = test and test["epoch"]
+    best = next((row for row in tied if row["epoch"] == loaded), tied[0])
     first = run.test_pers()
     # Every logged epoch counts, a redone one too (an epoch whose checkpoint
     # save was killed is logged, then run and logged again): both took time.

@@ -72,7 +72,7 @@ def test_train_log_rows_last_occurrence_wins_and_times(tmp_path):
         "epoch": 2, "valid_PER": 90.0, "valid_CTC_PER": 30.0, "time_s": 31.0,
     }  # fmt: skip
     assert epochs[0]["valid_PER"] == 233.0
-    assert test == {"PER": 25.0, "CTC_PER": 31.0, "time_s": 12.0}
+    assert test == {"PER": 25.0, "CTC_PER": 31.0, "time_s": 12.0, "epoch": 2}
 
 
 def test_read_run_selection_metric_picks_the_valid_figure(tmp_path):
@@ -90,6 +90,25 @@ def test_read_run_selection_metric_picks_the_valid_figure(tmp_path):
     assert run["parameters"] == sum(p.numel() for p in model.parameters())
     by_attention = read_run(make_run(tmp_path / "b", metric="PER"))
     assert (by_attention["valid_PER"], by_attention["best_epoch"]) == (80.0, 3)
+
+
+def test_best_epoch_among_ties_is_the_one_the_test_loaded(tmp_path):
+    """Epochs 2 and 4 tie at the lowest valid figure; the Checkpointer kept
+    epoch 4 and the test loaded it: the summary names that epoch."""
+    log = (
+        "epoch: 1, time_s: 1.0 - valid PER: 90.00, valid CTC_PER: 40.00\n"
+        "epoch: 2, time_s: 1.0 - valid PER: 80.00, valid CTC_PER: 30.00\n"
+        "epoch: 3, time_s: 1.0 - valid PER: 70.00, valid CTC_PER: 35.00\n"
+        "epoch: 4, time_s: 1.0 - valid PER: 60.00, valid CTC_PER: 30.00\n"
+    )
+    loaded = "Epoch loaded: {}, time_s: 2.0 - test PER: 25.00, test CTC_PER: 31.00\n"
+    run = read_run(make_run(tmp_path / "a", log=log + loaded.format(4)))
+    assert (run["valid_PER"], run["best_epoch"]) == (30.0, 4)
+    run = read_run(make_run(tmp_path / "b", log=log + loaded.format(2)))
+    assert (run["valid_PER"], run["best_epoch"]) == (30.0, 2)
+    # A test that loaded none of the tied epochs, or logged none: the first.
+    run = read_run(make_run(tmp_path / "c", log=log + "test PER: 25.00\n"))
+    assert run["best_epoch"] == 2
 
 
 def test_read_run_names_kd_students_and_missing_files(tmp_path):
